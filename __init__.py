@@ -1,0 +1,104 @@
+"""onnxpress: a compiler-style model-compression framework on ONNX.
+
+Python API first; the CLI (``onnxpress``) is a thin layer over it::
+
+    import onnxpress
+    model = onnxpress.load("model.onnx")
+    model, report = onnxpress.optimize(model, "cleanup", samples="calib.npz")
+    onnxpress.save(model, "out.onnx")
+    print(report.table())
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import onnx
+import onnx_ir as ir
+
+from onnxpress.frontends.onnx_file import load, save
+from onnxpress.frontends.sample_data import as_samples, random_inputs, validated
+from onnxpress.irpasses.core import (
+    OnnxpressError,
+    Pass,
+    PassContext,
+    PassInstrument,
+    PassManager,
+    PipelineReport,
+    build_passes,
+)
+from onnxpress.irpasses.core.numerics import DEFAULT_ATOL, DEFAULT_RTOL, NumericsCheck
+from onnxpress.irpasses.core.registry import Registry, default_registry
+
+__version__ = "0.1.0"
+
+Verify = Literal["end", "each", "off"]
+
+
+def _first_samples(samples: Any, model: ir.Model, limit: int) -> list[dict[str, Any]]:
+    picked = []
+    for sample in validated(samples, model):
+        picked.append(dict(sample))
+        if len(picked) >= limit:
+            break
+    return picked
+
+
+def optimize(
+    model: ir.Model | onnx.ModelProto | str | os.PathLike[str],
+    pipeline: str | os.PathLike[str] | Sequence[Pass] = "cleanup",
+    *,
+    samples: Any = None,
+    target: str | None = None,
+    verify: Verify = "end",
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    check_samples: int = 4,
+    instruments: Sequence[PassInstrument] = (),
+    registry: Registry | None = None,
+    bisect_limit: int | None = None,
+    seed: int = 0,
+) -> tuple[Any, PipelineReport]:
+    """Run a pipeline (text, recipe path, or pass list) and check the result against the input.
+
+    ``samples``: sample/calibration data (path to .npz or folder, dict of arrays, iterable, or callable).
+    The numeric check uses its first ``check_samples`` samples; without samples it uses generated random
+    inputs and warns. Returns the model in the form given (ModelProto in, ModelProto out) and the report.
+    """
+    as_proto = isinstance(model, onnx.ModelProto)
+    ir_model = load(model)
+    registry = registry or default_registry()
+    passes = list(pipeline) if isinstance(pipeline, Sequence) and not isinstance(pipeline, str) else build_passes(pipeline, registry)
+    sample_source = as_samples(samples)
+    ctx = PassContext(samples=sample_source, target=target, seed=seed)
+    checks: list[PassInstrument] = []
+    if verify != "off":
+        if sample_source is not None:
+            chosen, random_ = _first_samples(sample_source, ir_model, check_samples), False
+        else:
+            warnings.warn("no sample data given: the numeric check uses generated random inputs", stacklevel=2)
+            chosen, random_ = random_inputs(ir_model, count=2, seed=seed), True
+        checks.append(
+            NumericsCheck(chosen, rtol=rtol, atol=atol, each=verify == "each", strict=not random_, samples_are_random=random_)
+        )
+    manager = PassManager(
+        passes, ctx=ctx, instruments=[*checks, *instruments], registry=registry, bisect_limit=bisect_limit
+    )
+    out, report = manager.run(ir_model)
+    return (ir.to_proto(out) if as_proto else out), report
+
+
+def run_pass(pass_: Pass | str, model: ir.Model | onnx.ModelProto, **options: Any) -> Any:
+    """Run one pass by instance or name on an onnx-ir model or ModelProto; returns the same kind."""
+    if isinstance(pass_, str):
+        pass_ = default_registry().get_pass(pass_).from_options(options)
+    as_proto = isinstance(model, onnx.ModelProto)
+    ir_model = load(model)
+    PassManager([pass_]).run(ir_model)
+    return ir.to_proto(ir_model) if as_proto else ir_model
+
+
+__all__ = ["OnnxpressError", "Pass", "PassManager", "__version__", "load", "optimize", "run_pass", "save"]

@@ -1,0 +1,106 @@
+"""Run an onnx-ir model with ONNX Runtime: for numeric checks, `compare`, and the conformance harness.
+
+The model is stamped with an IR version the installed runtime reads (onnx 1.23 writes 14, onnxruntime 1.31
+reads <= 13). Small models go to ORT as bytes; models with external or large weights through a temporary
+folder, so nothing with weights passes through protobuf's 2 GiB limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxpress.irpasses.core.errors import BackendUnavailableError
+
+_BYTES_LIMIT = 1_500_000_000
+
+
+def max_ir_version() -> int:
+    """Highest ONNX IR version the installed onnxruntime loads."""
+    version = tuple(int(x) for x in ort.__version__.split(".")[:2])
+    if version >= (1, 23):
+        return 13  # checked: 1.31 refuses IR 14
+    if version >= (1, 20):
+        return 10
+    return 9
+
+
+def _weight_bytes(model: ir.Model) -> tuple[int, bool]:
+    total, external = 0, False
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is None:
+            continue
+        total += tensor.nbytes
+        external |= isinstance(tensor, ir.ExternalTensor)
+    return total, external
+
+
+@contextlib.contextmanager
+def model_source(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike[str]) -> Iterator[bytes | str]:
+    """Yield something ``InferenceSession`` accepts, with the IR version capped for this runtime."""
+    cap = max_ir_version()
+    if isinstance(model, (str, os.PathLike)):
+        model = ir.load(os.fspath(model))
+    if isinstance(model, bytes):
+        model = onnx.load_model_from_string(model)
+    if isinstance(model, onnx.ModelProto):
+        if model.ir_version > cap:
+            model = onnx.ModelProto.FromString(model.SerializeToString())
+            model.ir_version = cap
+        yield model.SerializeToString()
+        return
+    nbytes, external = _weight_bytes(model)
+    original_ir = model.ir_version
+    model.ir_version = min(original_ir, cap)
+    try:
+        if not external and nbytes < _BYTES_LIMIT:
+            yield ir.to_proto(model).SerializeToString()
+            return
+        with tempfile.TemporaryDirectory(prefix="onnxpress-ort-") as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            ir.save(model, path, external_data="model.onnx.data")
+            yield path
+    finally:
+        model.ir_version = original_ir
+
+
+def make_session(
+    model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike[str],
+    *,
+    optimization: str = "disable",
+    threads: int = 0,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+) -> ort.InferenceSession:
+    """An ORT session; ``optimization`` is disable|basic|extended|all (checks use disable: pure graph semantics)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    with model_source(model) as source:
+        try:
+            return ort.InferenceSession(source, options, providers=list(providers))
+        except Exception as err:
+            raise BackendUnavailableError(f"onnxruntime cannot load the model: {str(err).strip().splitlines()[0]}") from err
+
+
+def run_session(session: ort.InferenceSession, sample: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    feed = {i.name: np.asarray(sample[i.name]) for i in session.get_inputs() if i.name in sample}
+    try:
+        results = session.run(names, feed)
+    except Exception as err:
+        raise BackendUnavailableError(f"onnxruntime failed to run the model: {str(err).strip().splitlines()[0]}") from err
+    return dict(zip(names, results))

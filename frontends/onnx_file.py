@@ -1,0 +1,207 @@
+"""The ONNX frontend: load from a path, bytes or ModelProto into onnx-ir, and save atomically.
+
+Loading validates before anything runs: the file parses as ONNX, every external-data reference stays inside
+the model's folder and fits its file, the graph is acyclic. Weights in external files are memory-mapped, not
+read. The input is never modified; saving refuses to overwrite the input or its external data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper
+from onnx_ir import external_data
+
+from onnxpress.irpasses.cleanup.topo_sort import sort_or_explain
+from onnxpress.irpasses.core.errors import ExternalDataError, InvalidModelError, UnsafeOutputError
+from onnxpress.irpasses.core.verify import verification_problems
+
+SOURCE_KEY = "onnxpress.source"
+"""``model.meta`` key holding the resolved path of the file a model was loaded from."""
+
+_EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def _describe(source: object) -> str:
+    return f"'{source}'" if isinstance(source, (str, os.PathLike)) else "the given model"
+
+
+def _read_proto(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise InvalidModelError(f"model file '{path}' does not exist")
+    if not path.is_file():
+        raise InvalidModelError(f"'{path}' is not a file")
+    try:
+        return onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as err:
+        raise InvalidModelError(
+            f"'{path}' is not a readable ONNX model: {type(err).__name__}: {str(err).strip() or 'cannot parse'}",
+            hint="the file may be truncated, or not an ONNX protobuf (.onnx) file",
+        ) from err
+
+
+def _check_is_model(proto: onnx.ModelProto, what: str) -> None:
+    missing = []
+    if proto.ir_version <= 0:
+        missing.append("an IR version")
+    if not proto.HasField("graph"):
+        missing.append("a graph")
+    if not proto.opset_import:
+        missing.append("opset imports")
+    if missing:
+        raise InvalidModelError(
+            f"{what} is not an ONNX model: it has no {', '.join(missing)}",
+            hint="the file may be truncated, or not an ONNX protobuf (.onnx) file",
+        )
+
+
+def check_external_data(proto: onnx.ModelProto, base_dir: Path | None, what: str) -> None:
+    """Every external reference must resolve inside ``base_dir`` to a file long enough to hold it."""
+    base = base_dir.resolve() if base_dir is not None else None
+    for tensor in external_data_helper._get_all_tensors(proto):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        location = info.location or ""
+        label = f"tensor '{tensor.name}' of {what}"
+        if base is None:
+            raise ExternalDataError(f"{label} keeps its data in '{location}', but the model was not loaded from a file", hint="load it from its path")
+        if not location or os.path.isabs(location) or location.startswith(("/", "\\")):
+            raise ExternalDataError(f"{label}: external-data location '{location}' must be a relative path inside the model's folder")
+        target = (base / location).resolve()
+        if target != base and base not in target.parents:
+            raise ExternalDataError(f"{label}: external-data location '{location}' escapes the model's folder '{base}'")
+        if not target.is_file():
+            raise ExternalDataError(f"{label}: external-data file '{location}' is missing (looked for {target})")
+        size = target.stat().st_size
+        offset = int(info.offset or 0)
+        length = int(info.length) if info.length else None
+        end = offset + (length or 0)
+        if offset > size or end > size:
+            raise ExternalDataError(
+                f"{label}: external data at offset {offset}, length {length} runs past the end of '{location}' ({size} bytes)",
+                hint="the data file is truncated or belongs to another model",
+            )
+
+
+def _convert_opset(proto: onnx.ModelProto, target_opset: int, what: str) -> onnx.ModelProto:
+    current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if current == target_opset:
+        return proto
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(proto, target_opset)
+    except Exception as err:
+        raise InvalidModelError(f"cannot convert {what} from opset {current} to {target_opset}: {err}") from err
+
+
+def load(
+    source: str | os.PathLike[str] | bytes | onnx.ModelProto | ir.Model, *, target_opset: int | None = None
+) -> ir.Model:
+    """Load and validate a model. Paths keep external weights on disk (memory-mapped)."""
+    if isinstance(source, ir.Model):
+        return source
+    what = _describe(source)
+    base_dir: Path | None = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        proto = _read_proto(path)
+        base_dir = path.parent
+    elif isinstance(source, bytes):
+        try:
+            proto = onnx.load_model_from_string(source)
+        except DecodeError as err:
+            raise InvalidModelError(f"the given bytes are not an ONNX model: {err}") from err
+    elif isinstance(source, onnx.ModelProto):
+        proto = source
+    else:
+        raise InvalidModelError(f"cannot load a model from {type(source).__name__} (expected a path, bytes or onnx.ModelProto)")
+    _check_is_model(proto, what)
+    check_external_data(proto, base_dir, what)
+    if target_opset is not None:
+        proto = _convert_opset(proto, target_opset, what)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as err:
+        raise InvalidModelError(f"{what} could not be read into the IR: {type(err).__name__}: {err}") from err
+    if base_dir is not None:
+        external_data.set_base_dir(model.graph, str(base_dir))
+        model.meta[SOURCE_KEY] = str(Path(source).resolve())  # type: ignore[arg-type]
+    _check_structure(model, what)
+    return model
+
+
+def _check_structure(model: ir.Model, what: str) -> None:
+    sort_or_explain(model.graph, f"graph of {what}")  # raises on a cycle; sorts an unsorted file
+    problems = verification_problems(model.graph)
+    if problems:
+        raise InvalidModelError(f"{what} is malformed: {'; '.join(problems[:3])}")
+
+
+def _protected_paths(model: ir.Model) -> set[Path]:
+    protected: set[Path] = set()
+    source = model.meta.get(SOURCE_KEY)
+    if source:
+        protected.add(Path(source).resolve())
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            protected.add(Path(tensor.path).resolve())
+    return protected
+
+
+def _has_external(model: ir.Model) -> bool:
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+
+
+def save(
+    model: ir.Model | onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    max_ir_version: int | None = None,
+    external: bool | None = None,
+) -> Path:
+    """Write ``model`` atomically; weights go to ``<name>.data`` when the model had external data or is large.
+
+    Refuses to overwrite the file the model was loaded from or any external-data file it still reads.
+    """
+    if isinstance(model, onnx.ModelProto):
+        model = ir.serde.deserialize_model(model)
+    target = Path(path).resolve()
+    data_name = target.name + ".data"
+    protected = _protected_paths(model)
+    for candidate in (target, target.parent / data_name):
+        if candidate in protected:
+            raise UnsafeOutputError(
+                f"refusing to write '{candidate}': the model reads from that file (input files are never modified)",
+                hint="choose another output path",
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if external is None:
+        from onnxpress.irpasses.core.manager import weight_bytes
+
+        external = _has_external(model) or weight_bytes(model) > _EXTERNAL_DATA_THRESHOLD
+    original_ir = model.ir_version
+    if max_ir_version is not None:
+        model.ir_version = min(original_ir, max_ir_version)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        if external:
+            ir.save(model, tmp, external_data=data_name)
+        else:
+            ir.save(model, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        model.ir_version = original_ir
+    return target

@@ -1,0 +1,307 @@
+"""The pass manager: plans the pipeline, runs passes, verifies between them, and reports what changed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import onnx_ir as ir
+
+from onnxpress.irpasses.core.compare import OutputError
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.errors import OnnxpressError, PassFailed, PipelineError, VerificationError
+from onnxpress.irpasses.core.instrument import PassInstrument
+from onnxpress.irpasses.core.pass_base import Pass, PassResult
+from onnxpress.irpasses.core.properties import ALL_PROPERTIES, Property
+from onnxpress.irpasses.core.registry import Registry, default_registry
+from onnxpress.irpasses.core.verify import verify_model
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def count_nodes(graph: ir.Graph | ir.Function) -> int:
+    total = 0
+    for node in graph:
+        total += 1
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                total += count_nodes(attr.as_graph())
+            elif attr.type == ir.AttributeType.GRAPHS:
+                total += sum(count_nodes(g) for g in attr.as_graphs())
+    return total
+
+
+def weight_bytes(model: ir.Model) -> int:
+    """Bytes of initializers plus tensors held in Constant nodes (paddle2onnx keeps weights there)."""
+    total = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    for node in model.graph:
+        if node.op_type == "Constant" and "value" in node.attributes:
+            tensor = node.attributes["value"].value
+            total += getattr(tensor, "nbytes", 0)
+    return total
+
+
+@dataclasses.dataclass
+class PassRecord:
+    name: str
+    spec: str
+    seconds: float = 0.0
+    modified: bool = False
+    nodes_before: int = 0
+    nodes_after: int = 0
+    weight_bytes_before: int = 0
+    weight_bytes_after: int = 0
+    rss_mib: float = 0.0
+    inserted: bool = False
+    """Added by the manager to establish a property a later pass needs."""
+    skipped: str | None = None
+    stats: dict[str, int] = dataclasses.field(default_factory=dict)
+    dropped_analyses: list[str] = dataclasses.field(default_factory=list)
+    max_abs_error: float | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class PipelineReport:
+    pipeline: str
+    records: list[PassRecord] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    peak_rss_mib: float = 0.0
+    numerics: list[OutputError] | None = None
+    numerics_note: str = "not checked"
+    checker: str = "not run"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["numerics"] = [e.to_dict() for e in self.numerics] if self.numerics is not None else None
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=float)
+
+    def table(self) -> str:
+        """A fixed-width per-pass table for terminals and logs."""
+        rows = [f"{'pass':<28} {'ms':>8} {'nodes':>13} {'weights MB':>17} {'RSS MiB':>8}  notes"]
+        for r in self.records:
+            nodes = f"{r.nodes_before}->{r.nodes_after}" if r.modified else f"{r.nodes_after}"
+            mb = f"{r.weight_bytes_before / 1e6:.2f}->{r.weight_bytes_after / 1e6:.2f}" if r.weight_bytes_before != r.weight_bytes_after else f"{r.weight_bytes_after / 1e6:.2f}"
+            notes = []
+            if r.skipped:
+                notes.append(f"skipped: {r.skipped}")
+            if r.inserted:
+                notes.append("inserted (needed later)")
+            if not r.modified and not r.skipped:
+                notes.append("no change")
+            notes += [f"{k}={v}" for k, v in r.stats.items() if v]
+            notes += r.notes
+            rows.append(f"{r.spec:<28} {r.seconds * 1e3:>8.1f} {nodes:>13} {mb:>17} {r.rss_mib:>8.0f}  {', '.join(notes)}")
+        rows.append(f"total {self.seconds:.2f} s, peak RSS {self.peak_rss_mib:.0f} MiB; checker: {self.checker}")
+        if self.numerics is not None:
+            for e in self.numerics:
+                rows.append(
+                    f"  output {e.name}: max abs {e.max_abs:.3g}, max rel {e.max_rel:.3g}, cosine {e.cosine:.6f} "
+                    f"{'OK' if e.within else 'BEYOND TOLERANCE'}"
+                )
+        rows.append(f"numeric check: {self.numerics_note}")
+        return "\n".join(rows)
+
+
+PlannedPass = tuple[Pass | ir.passes.PassBase, bool]
+
+
+def plan_pipeline(
+    passes: Sequence[Pass | ir.passes.PassBase], model: ir.Model, registry: Registry | None = None
+) -> list[PlannedPass]:
+    """Check every pass's needs before running anything; insert providers for missing properties.
+
+    Facts holding on the input are found with each property's cheap ``holds`` check. A need that nothing
+    establishes and no provider can raises PipelineError naming the pass and the missing property.
+    """
+    registry = registry or default_registry()
+    established: set[Property] = {p for p in ALL_PROPERTIES if p.holds is not None and p.holds(model)}
+    planned: list[PlannedPass] = []
+
+    def apply(pass_: Pass | ir.passes.PassBase) -> None:
+        nonlocal established
+        if isinstance(pass_, Pass):
+            kept = {p for p in established if p in pass_.keeps}
+            established = kept | set(pass_.ensures)
+        else:
+            established = set()
+
+    for pass_ in passes:
+        needs = pass_.needs if isinstance(pass_, Pass) else frozenset()
+        for prop in sorted(needs - established, key=str):
+            if prop.provider is None:
+                raise PipelineError(
+                    f"pass '{pass_.name}' needs '{prop}' ({prop.doc}), and no earlier pass in the pipeline establishes it",
+                    hint="add a pass that establishes it before this one",
+                )
+            provider = registry.get_pass(prop.provider)()
+            planned.append((provider, True))
+            apply(provider)
+            if prop not in established:
+                raise PipelineError(f"provider pass '{prop.provider}' does not establish '{prop}' needed by '{pass_.name}'")
+        planned.append((pass_, False))
+        apply(pass_)
+    return planned
+
+
+class PassManager:
+    """Runs passes in order with structural verification after each and instruments around each.
+
+    ``bisect_limit``: run only the first N passes that are not ``required`` (LLVM opt-bisect); the rest are
+    skipped and reported as such.
+    """
+
+    def __init__(
+        self,
+        passes: Sequence[Pass | ir.passes.PassBase],
+        *,
+        ctx: PassContext | None = None,
+        verify_each: bool = True,
+        instruments: Sequence[PassInstrument] = (),
+        registry: Registry | None = None,
+        bisect_limit: int | None = None,
+        run_checker: bool = True,
+    ) -> None:
+        self.passes = list(passes)
+        self.ctx = ctx or PassContext()
+        self.verify_each = verify_each
+        self.instruments = list(instruments)
+        self.registry = registry
+        self.bisect_limit = bisect_limit
+        self.run_checker = run_checker
+
+    def run(self, model: ir.Model) -> tuple[ir.Model, PipelineReport]:
+        planned = plan_pipeline(self.passes, model, self.registry)
+        report = PipelineReport(pipeline=",".join(_spec(p) for p, inserted in planned if not inserted))
+        start = time.perf_counter()
+        for inst in self.instruments:
+            inst.before_pipeline(model, [p for p, _ in planned])
+        ran: list[str] = []
+        optional_seen = 0
+        current: Pass | ir.passes.PassBase | None = None
+        try:
+            for pass_, inserted in planned:
+                current = pass_
+                record = PassRecord(name=_name(pass_), spec=_spec(pass_), inserted=inserted)
+                is_required = getattr(pass_, "required", True)
+                if not is_required and self.bisect_limit is not None:
+                    optional_seen += 1
+                    if optional_seen > self.bisect_limit:
+                        record.skipped = f"bisect limit {self.bisect_limit}"
+                        record.nodes_before = record.nodes_after = count_nodes(model.graph)
+                        report.records.append(record)
+                        continue
+                self._run_one(pass_, model, record, ran)
+                report.records.append(record)
+                ran.append(record.spec)
+            current = None
+            report.seconds = time.perf_counter() - start
+            if self.run_checker:
+                report.checker = _run_checker(model)
+            for inst in self.instruments:
+                inst.after_pipeline(model, report)
+        except BaseException as err:
+            for inst in self.instruments:
+                inst.after_failure(current if isinstance(current, Pass) else None, model, err, ran)
+            raise
+        report.seconds = time.perf_counter() - start
+        report.peak_rss_mib = _peak_rss_mib()
+        return model, report
+
+    def _run_one(self, pass_: Pass | ir.passes.PassBase, model: ir.Model, record: PassRecord, ran: list[str]) -> None:
+        record.nodes_before = count_nodes(model.graph)
+        record.weight_bytes_before = weight_bytes(model)
+        for inst in self.instruments:
+            inst.before_pass(pass_, model)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        try:
+            if isinstance(pass_, Pass):
+                result = pass_.run(model, self.ctx)
+            else:
+                result = pass_(model)
+        except OnnxpressError:
+            raise
+        except Exception as err:
+            raise PassFailed(record.spec, ran, err) from err
+        record.seconds = time.perf_counter() - t0
+        if result.model is not model:
+            raise PassFailed(record.spec, ran, TypeError("an in-place pass returned a different model object"))
+        record.modified = bool(result.modified)
+        if isinstance(result, PassResult):
+            record.stats = dict(result.stats)
+            keeps = None if not result.modified else (result.keeps if result.keeps is not None else frozenset())
+        else:
+            keeps = None if not result.modified else frozenset()
+        record.dropped_analyses = self.ctx.analyses.invalidate(keeps)
+        record.nodes_after = count_nodes(model.graph)
+        record.weight_bytes_after = weight_bytes(model)
+        record.rss_mib = _rss_mib()
+        if self.verify_each and record.modified:
+            verify_model(model, record.spec)
+        for inst in self.instruments:
+            inst.after_pass(pass_, model, record)  # type: ignore[arg-type]
+
+
+def _name(pass_: Any) -> str:
+    return getattr(pass_, "name", None) or type(pass_).__name__
+
+
+def _spec(pass_: Any) -> str:
+    return pass_.spec() if isinstance(pass_, Pass) else _name(pass_)
+
+
+def _run_checker(model: ir.Model) -> str:
+    """onnx.checker on the graph structure; weights are left out so the proto stays small."""
+    import onnx
+
+    if weight_bytes(model) > 1_000_000_000:
+        return "skipped (weights over 1 GB; structural verification ran after every pass)"
+    try:
+        onnx.checker.check_model(ir.to_proto(model))
+    except onnx.checker.ValidationError as err:
+        first = str(err).strip().splitlines()[0]
+        return f"FAILED: {first}"
+    return "passed"
+
+
+def bisect(
+    run_with_limit: Callable[[int | None], bool], optional_count: int
+) -> int | None:
+    """Smallest number of optional passes whose run fails ``run_with_limit``; None if the full run passes.
+
+    ``run_with_limit(k)`` runs the pipeline on a fresh copy of the input with ``bisect_limit=k`` and returns
+    True when it succeeds. The k-th optional pass is then the culprit (k is 1-based).
+    """
+    if run_with_limit(None):
+        return None
+    if not run_with_limit(0):
+        return 0  # fails even with every optional pass skipped: a required pass is at fault
+    lo, hi = 0, optional_count  # run(lo) passes, run(hi) fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if run_with_limit(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+__all__ = ["PassManager", "PassRecord", "PipelineReport", "plan_pipeline", "bisect", "VerificationError"]

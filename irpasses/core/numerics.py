@@ -1,0 +1,148 @@
+"""Numeric check of rewrites against the original model, run with onnxruntime on sample inputs.
+
+At the end of a pipeline by default, after every changed pass with ``each=True``. It attributes error to
+passes ("pass X moved max error from a to b") and, on failure, names the first node whose output diverges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxpress.irpasses.core.compare import OutputError, compare_arrays, compare_outputs, merge
+from onnxpress.irpasses.core.errors import BackendUnavailableError, NumericMismatchError
+from onnxpress.irpasses.core.instrument import PassInstrument
+
+if TYPE_CHECKING:
+    from onnxpress.irpasses.core.manager import PassRecord, PipelineReport
+    from onnxpress.irpasses.core.pass_base import Pass
+
+DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = 1e-5
+
+
+def run_model(model: ir.Model | onnx.ModelProto, samples: Iterable[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    from onnxpress.backends.ort.runner import make_session, run_session
+
+    session = make_session(model)
+    return [run_session(session, s) for s in samples]
+
+
+def worst(errors: list[OutputError]) -> OutputError | None:
+    return max(errors, key=lambda e: (not e.within, e.max_abs), default=None)
+
+
+def locate_divergence(
+    original: onnx.ModelProto, model: ir.Model, sample: Mapping[str, np.ndarray], rtol: float, atol: float
+) -> str | None:
+    """Name the first node (in the rewritten graph's order) whose output exists in both models and differs."""
+    from onnxpress.backends.ort.runner import make_session, run_session
+
+    original_names = {o for n in original.graph.node for o in n.output if o}
+    candidates = [(node, v) for node in model.graph for v in node.outputs if v.name in original_names]
+    if not candidates:
+        return None
+    wanted = [v.name for _, v in candidates]
+
+    def expose(proto: onnx.ModelProto) -> onnx.ModelProto:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        existing = {o.name for o in copy.graph.output}
+        copy.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in existing)
+        return copy
+
+    try:
+        ref = run_session(make_session(expose(original)), sample)
+        got = run_session(make_session(expose(ir.to_proto(model))), sample)
+    except BackendUnavailableError:
+        return None
+    for node, value in candidates:
+        if value.name in ref and value.name in got:
+            err = compare_arrays(value.name, ref[value.name], got[value.name], rtol, atol)
+            if not err.within:
+                return f"{node.op_type} node '{node.name}' (output '{value.name}': max abs error {err.max_abs:.3g})"
+    return None
+
+
+@dataclasses.dataclass
+class NumericsCheck(PassInstrument):
+    """Compare the model's outputs with the original's on fixed samples."""
+
+    samples: list[dict[str, np.ndarray]]
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    each: bool = False
+    strict: bool = True
+    """False: a model ORT cannot run is reported as unchecked instead of failing."""
+    samples_are_random: bool = False
+    final: list[OutputError] | None = None
+    skipped_reason: str | None = None
+    _original: onnx.ModelProto | None = None
+    _reference: list[dict[str, np.ndarray]] | None = None
+    _last_max: float = 0.0
+
+    def before_pipeline(self, model: ir.Model, passes: list[Pass]) -> None:
+        self._original = ir.to_proto(model)
+        try:
+            self._reference = run_model(self._original, self.samples)
+        except BackendUnavailableError as err:
+            if self.strict:
+                raise BackendUnavailableError(f"cannot run the input model for the numeric check: {err.message}") from err
+            self.skipped_reason = f"input model does not run on onnxruntime here ({err.message})"
+            warnings.warn(f"numeric check skipped: {self.skipped_reason}", stacklevel=2)
+
+    def _check(self, model: ir.Model, pass_name: str | None) -> list[OutputError]:
+        assert self._reference is not None
+        try:
+            got = run_model(model, self.samples)
+        except BackendUnavailableError as err:
+            where = f"after pass '{pass_name}'" if pass_name else "after the pipeline"
+            raise NumericMismatchError(f"the model no longer runs on onnxruntime {where}: {err.message}", pass_name=pass_name) from err
+        errors: list[OutputError] | None = None
+        failing_sample = None
+        for i, (ref, out) in enumerate(zip(self._reference, got)):
+            errs = compare_outputs(ref, out, self.rtol, self.atol)
+            if failing_sample is None and not all(e.within for e in errs):
+                failing_sample = i
+            errors = merge(errors, errs)
+        errors = errors or []
+        if failing_sample is not None:
+            bad = worst(errors)
+            assert bad is not None and self._original is not None
+            where = f"pass '{pass_name}'" if pass_name else "the pipeline"
+            node = locate_divergence(self._original, model, self.samples[failing_sample], self.rtol, self.atol)
+            detail = f"; first diverging node: {node}" if node else ""
+            hint = None if pass_name else "rerun with --verify-each (or --bisect) to find the pass"
+            raise NumericMismatchError(
+                f"{where} changed output '{bad.name}' beyond rtol={self.rtol:g}, atol={self.atol:g}: "
+                f"max abs error {bad.max_abs:.3g}, max rel error {bad.max_rel:.3g}, cosine {bad.cosine:.6f}"
+                f"{' (' + bad.note + ')' if bad.note else ''}{detail}",
+                pass_name=pass_name,
+                hint=hint,
+            )
+        return errors
+
+    def after_pass(self, pass_: Pass, model: ir.Model, record: PassRecord) -> None:
+        if not self.each or not record.modified or self._reference is None:
+            return
+        errors = self._check(model, record.name)
+        now = max((e.max_abs for e in errors), default=0.0)
+        record.max_abs_error = now
+        if now != self._last_max:
+            record.notes.append(f"moved max abs error from {self._last_max:.3g} to {now:.3g}")
+        self._last_max = now
+
+    def after_pipeline(self, model: ir.Model, report: PipelineReport) -> None:
+        if self._reference is None:
+            report.numerics_note = f"not checked: {self.skipped_reason}"
+            return
+        self.final = self._check(model, None)
+        report.numerics = self.final
+        kind = "generated random inputs" if self.samples_are_random else "the given sample data"
+        report.numerics_note = f"{len(self.samples)} sample(s) from {kind}, rtol={self.rtol:g}, atol={self.atol:g}"

@@ -1,0 +1,1 @@
+"""Compiled kernels (sparse, low-bit) with numpy reference implementations; none ship yet."""

@@ -1,0 +1,1 @@
+"""User-facing tools: the CLI, benchmarks and test helpers."""

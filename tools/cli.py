@@ -1,0 +1,266 @@
+"""The ``onnxpress`` command line: a thin layer over the Python API.
+
+Exit codes: 0 success, 2 bad input (model, pipeline, options, data), 1 internal failure. One clear line
+(plus a hint) per error; the traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+DEMO_MODEL = Path(__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+
+
+def _write_atomic(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, target)
+
+
+def _samples_arg(path: str | None) -> Any:
+    from onnxpress.frontends.sample_data import NpzSamples
+
+    return NpzSamples(path) if path else None
+
+
+# ----- commands ------------------------------------------------------------------------------------
+def cmd_opt(args: argparse.Namespace) -> int:
+    import onnxpress
+    from onnxpress.irpasses.core import DumpIR, Reproducer, build_passes, default_registry
+    from onnxpress.irpasses.core.pipeline_text import pipeline_to_text
+    from onnxpress.tools.model_summary import summarize
+
+    if args.bisect and args.no_verify:
+        raise SystemExit("error: --bisect needs the numeric check; drop --no-verify")
+    registry = default_registry()
+    passes = build_passes(args.pipeline, registry)  # bad pipelines fail before the model is read
+    model = onnxpress.load(args.input, target_opset=args.target_opset)
+    before = summarize(model)
+    check_data = args.inputs or args.calib
+    instruments: list[Any] = []
+    if args.dump_ir:
+        instruments.append(DumpIR(args.dump_ir))
+    if args.reproducer_dir:
+        instruments.append(Reproducer(args.reproducer_dir, pipeline_to_text(passes), source=args.input))
+    verify = "off" if args.no_verify else ("each" if args.verify_each else "end")
+    try:
+        out, report = onnxpress.optimize(
+            model,
+            passes,
+            samples=_samples_arg(check_data),
+            target=args.target,
+            verify=verify,
+            rtol=args.rtol,
+            atol=args.atol,
+            instruments=instruments,
+            registry=registry,
+        )
+    except onnxpress.OnnxpressError as err:
+        if args.bisect and type(err).__name__ in ("NumericMismatchError", "VerificationError"):
+            _report_bisect(args, passes)
+        raise
+    onnxpress.save(out, args.output, max_ir_version=args.max_ir_version)
+    after = summarize(out)
+    if args.report:
+        payload = {"input": args.input, "output": args.output, "before": before, "after": after, "report": report.to_dict()}
+        _write_atomic(args.report, json.dumps(payload, indent=2, default=float))
+    if not args.quiet:
+        print(report.table())
+        print(
+            f"{args.input}: {before['nodes']} nodes, {before['weight_bytes'] / 1e6:.2f} MB -> "
+            f"{args.output}: {after['nodes']} nodes, {after['weight_bytes'] / 1e6:.2f} MB"
+        )
+    return 0
+
+
+def _report_bisect(args: argparse.Namespace, passes: list[Any]) -> None:
+    """Binary-search the optional passes for the first one whose inclusion breaks the check."""
+    import onnxpress
+    from onnxpress.irpasses.core import OnnxpressError, bisect
+
+    optional = [p for p in passes if not getattr(p, "required", True)]
+
+    def ok(limit: int | None) -> bool:
+        try:
+            onnxpress.optimize(
+                onnxpress.load(args.input, target_opset=args.target_opset), passes, samples=_samples_arg(args.inputs or args.calib),
+                verify="end", rtol=args.rtol, atol=args.atol, bisect_limit=limit,
+            )
+        except OnnxpressError:
+            return False
+        return True
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        k = bisect(ok, len(optional))
+    if k is None:
+        print("bisect: the full pipeline passed on re-run (flaky?)", file=sys.stderr)
+    elif k == 0:
+        print("bisect: fails even with every optional pass skipped: a required pass is at fault", file=sys.stderr)
+    else:
+        print(f"bisect: the first bad pass is '{optional[k - 1].spec()}' (optional pass {k} of {len(optional)})", file=sys.stderr)
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    from onnxpress.irpasses.core import default_registry
+
+    registry = default_registry()
+    rows = []
+    for name in registry.names("passes"):
+        cls = registry.get_pass(name)
+        rows.append({
+            "name": name, "kind": "pass", "origin": registry.origin("passes", name), "summary": cls.summary(),
+            "options": [o for o in cls.option_specs() if o["name"] != "func"],
+            "needs": sorted(map(str, cls.needs)), "ensures": sorted(map(str, cls.ensures)), "required": cls.required,
+        })
+    for name in registry.names("pipelines"):
+        rows.append({"name": name, "kind": "pipeline", "origin": registry.origin("pipelines", name), "summary": registry.pipeline_text(name)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if row["kind"] == "pipeline":
+            print(f"{row['name']:<22} pipeline: {row['summary']}  [{row['origin']}]")
+            continue
+        opts = ", ".join(f"{o['name']}: {o['type']} = {o['default']}" for o in row["options"])
+        print(f"{row['name']:<22} {row['summary']}  [{row['origin']}]" + (f"\n{'':<22} options: {opts}" if opts else ""))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import onnxpress
+    from onnxpress.tools.model_summary import format_summary, summarize
+
+    summary = summarize(onnxpress.load(args.input))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import onnxpress
+    from onnxpress.frontends.sample_data import random_inputs, validated
+    from onnxpress.irpasses.core.compare import compare_outputs, merge
+    from onnxpress.irpasses.core.numerics import run_model
+
+    a, b = onnxpress.load(args.a), onnxpress.load(args.b)
+    if args.inputs:
+        samples = list(validated(_samples_arg(args.inputs), a))
+    else:
+        print("warning: no --inputs given: comparing on generated random inputs", file=sys.stderr)
+        samples = random_inputs(a, count=2)
+    out_a, out_b = run_model(a, samples), run_model(b, samples)
+    errors = None
+    for ra, rb in zip(out_a, out_b):
+        errors = merge(errors, compare_outputs(ra, rb, args.rtol, args.atol))
+    rows = [e.to_dict() for e in errors or []]
+    if args.json:
+        print(json.dumps({"samples": len(samples), "outputs": rows}, indent=2, default=float))
+    else:
+        for e in errors or []:
+            print(f"{e.name}: cosine {e.cosine:.6f}, max abs {e.max_abs:.3g}, max rel {e.max_rel:.3g} -> {'within' if e.within else 'BEYOND'} rtol={args.rtol:g} atol={args.atol:g}{' (' + e.note + ')' if e.note else ''}")
+    return 0 if all(e.within for e in errors or []) else 3
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = args.output or os.path.join(tempfile.mkdtemp(prefix="onnxpress-demo-"), "det.cleanup.onnx")
+    print(f"onnxpress demo: '{DEMO_MODEL.name}' (PP-OCRv4 text detection, embedded) -p cleanup -> {out}\n")
+    ns = argparse.Namespace(
+        input=str(DEMO_MODEL), output=out, pipeline="cleanup", calib=None, inputs=None, target=None, report=None,
+        verify_each=True, no_verify=False, rtol=1e-4, atol=1e-5, dump_ir=None, reproducer_dir=None, bisect=False,
+        target_opset=None, max_ir_version=None, quiet=False,
+    )
+    return cmd_opt(ns)
+
+
+# ----- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onnxpress", description="Compiler-style compression of ONNX models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    opt = sub.add_parser("opt", help="run a pipeline of passes on a model")
+    opt.add_argument("input")
+    opt.add_argument("-o", "--output", required=True)
+    opt.add_argument("-p", "--pipeline", default="cleanup", help="pipeline text like 'cleanup,qdq{bits=8}' or a .yaml/.toml recipe")
+    opt.add_argument("--calib", help="calibration DATA: .npz (axis 0 = samples) or a folder of .npz, one per sample")
+    opt.add_argument("--inputs", help="DATA for the numeric check (default: --calib, else random inputs)")
+    opt.add_argument("--target", help="target backend the passes may emit for (default: standard ONNX only)")
+    opt.add_argument("--report", help="write the JSON report here")
+    opt.add_argument("--verify-each", action="store_true", help="numeric check after every pass that changed the model")
+    opt.add_argument("--no-verify", action="store_true", help="skip the numeric check (structural checks still run)")
+    opt.add_argument("--rtol", type=float, default=1e-4)
+    opt.add_argument("--atol", type=float, default=1e-5)
+    opt.add_argument("--dump-ir", metavar="DIR", help="write the textual IR after every pass that changed it")
+    opt.add_argument("--reproducer-dir", metavar="DIR", help="on failure, write the input model and pipeline here")
+    opt.add_argument("--bisect", action="store_true", help="on a failed check, find the first optional pass at fault")
+    opt.add_argument("--target-opset", type=int, help="convert the model to this opset first")
+    opt.add_argument("--max-ir-version", type=int, help="cap the IR version written (e.g. 13 for onnxruntime 1.31)")
+    opt.add_argument("-q", "--quiet", action="store_true")
+    opt.set_defaults(func=cmd_opt)
+
+    passes = sub.add_parser("passes", help="list passes and pipelines with their options")
+    passes.add_argument("--json", action="store_true")
+    passes.set_defaults(func=cmd_passes)
+
+    inspect = sub.add_parser("inspect", help="op histogram, parameters and bytes, signature")
+    inspect.add_argument("input")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(func=cmd_inspect)
+
+    compare = sub.add_parser("compare", help="compare two models' outputs on the same inputs")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument("--inputs", help="DATA (default: random inputs, with a warning)")
+    compare.add_argument("--json", action="store_true")
+    compare.add_argument("--rtol", type=float, default=1e-4)
+    compare.add_argument("--atol", type=float, default=1e-5)
+    compare.set_defaults(func=cmd_compare)
+
+    demo = sub.add_parser("demo", help="optimize the embedded PP-OCRv4 detection model and print the report")
+    demo.add_argument("-o", "--output")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _short_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.debug:
+        warnings.showwarning = _short_warning
+    from onnxpress.irpasses.core.errors import OnnxpressError
+
+    try:
+        return int(args.func(args) or 0)
+    except OnnxpressError as err:
+        if args.debug:
+            raise
+        print(f"error: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an onnxpress bug, not a user error
+        if args.debug:
+            raise
+        print(f"internal error: {type(err).__name__}: {err}", file=sys.stderr)
+        print("hint: rerun with --debug for the traceback, and please report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
