@@ -121,7 +121,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
         rows.append({
             "name": name, "kind": "pass", "origin": registry.origin("passes", name), "summary": cls.summary(),
             "options": [o for o in cls.option_specs() if o["name"] != "func"],
-            "needs": sorted(map(str, cls.needs)), "ensures": sorted(map(str, cls.ensures)), "required": cls.required,
+            "needs": sorted(map(str, cls.needs)), "provides": sorted(map(str, cls.provides)), "required": cls.required,
         })
     for name in registry.names("pipelines"):
         rows.append({"name": name, "kind": "pipeline", "origin": registry.origin("pipelines", name), "summary": registry.pipeline_text(name)})

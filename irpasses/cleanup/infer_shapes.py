@@ -16,7 +16,7 @@ class InferShapes(OnnxIrPass):
     """Fill value types and shapes with ONNX shape inference."""
 
     name = "infer-shapes"
-    ensures = frozenset({SHAPES_INFERRED})
+    provides = frozenset({SHAPES_INFERRED})
     keeps = frozenset({TOPO_SORTED, CONSTANTS_LIFTED})
     data_prop: bool = True
 

@@ -16,7 +16,7 @@ class LiftConstants(OnnxIrPass):
     """Turn Constant nodes into initializers so weight passes and quantizers see them."""
 
     name = "lift-constants"
-    ensures = frozenset({CONSTANTS_LIFTED})
+    provides = frozenset({CONSTANTS_LIFTED})
     keeps = frozenset({TOPO_SORTED, SHAPES_INFERRED})
     min_elements: int = 0
     """Constants with fewer elements stay nodes."""

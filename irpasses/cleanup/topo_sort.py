@@ -48,7 +48,7 @@ class TopoSort(Pass):
     """Order nodes so every node follows the producers of its inputs (stable)."""
 
     name = "topo-sort"
-    ensures = frozenset({TOPO_SORTED})
+    provides = frozenset({TOPO_SORTED})
     keeps = frozenset({SHAPES_INFERRED, CONSTANTS_LIFTED})
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:

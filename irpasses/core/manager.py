@@ -140,7 +140,7 @@ def plan_pipeline(
         nonlocal established
         if isinstance(pass_, Pass):
             kept = {p for p in established if p in pass_.keeps}
-            established = kept | set(pass_.ensures)
+            established = kept | set(pass_.provides)
         else:
             established = set()
 

@@ -1,7 +1,7 @@
 """The pass contract: a named, option-carrying, in-place rewrite of an onnx-ir model.
 
 Subclasses are dataclasses whose fields are the pass options (``qdq{bits=4}`` sets ``bits``). They declare
-``needs`` (properties that must hold before), ``ensures`` (properties they establish) and ``keeps``
+``needs`` (properties that must hold before), ``provides`` (properties they establish) and ``keeps``
 (properties and analyses they leave valid). Because ``Pass`` is an onnx-ir ``InPlacePass``, our passes also
 run under onnx-ir's own ``Sequential``/``PassManager``.
 """
@@ -37,7 +37,7 @@ class Pass(ir.passes.InPlacePass):
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[Property]] = frozenset()
-    ensures: ClassVar[frozenset[Property]] = frozenset()
+    provides: ClassVar[frozenset[Property]] = frozenset()
     keeps: ClassVar[frozenset[Any]] = frozenset()
     """Properties and Analysis classes this pass leaves valid when it modifies the model."""
     required: ClassVar[bool] = True
@@ -52,6 +52,12 @@ class Pass(ir.passes.InPlacePass):
     # ----- running -------------------------------------------------------------------------------
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__qualname__} must implement run(model, ctx)")
+
+    def requires(self, model: ir.Model) -> None:
+        """onnx-ir precondition hook: check the needs that have a cheap check (the manager plans the rest)."""
+        for prop in self.needs:
+            if prop.holds is not None and not prop.holds(model):
+                raise ir.passes.PreconditionError(f"pass '{self.name}' needs '{prop}' ({prop.doc})")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """onnx-ir entry point: run with a fresh context, so plain onnx-ir pipelines can use our passes."""

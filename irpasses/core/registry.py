@@ -58,6 +58,7 @@ class Registry:
     """All plug-in contributions, discovered once from entry points (or registered from Python)."""
 
     KINDS = ("passes", "pipelines", "backends", "frontends", "kernels")
+    SINGULAR = {"passes": "pass", "pipelines": "pipeline", "backends": "backend", "frontends": "frontend", "kernels": "kernel"}
 
     def __init__(self, discover: bool = True) -> None:
         self._entries: dict[str, dict[str, _Entry]] = {k: {} for k in self.KINDS}
@@ -70,11 +71,11 @@ class Registry:
         table = self._entries[kind]
         if name in table and table[name].origin != origin:
             raise PluginError(
-                f"{kind[:-1]} name '{name}' is registered twice: by '{table[name].origin}' and by '{origin}'",
+                f"{self.SINGULAR[kind]} name '{name}' is registered twice: by '{table[name].origin}' and by '{origin}'",
                 hint="uninstall one of the two packages, or ask its author to rename the pass",
             )
         if name in table:
-            raise PluginError(f"{kind[:-1]} name '{name}' is registered twice by '{origin}'")
+            raise PluginError(f"{self.SINGULAR[kind]} name '{name}' is registered twice by '{origin}'")
         table[name] = _Entry(kind, name, target, origin)
 
     def add_plugin(self, plugin: Plugin, origin: str) -> None:
@@ -132,10 +133,10 @@ class Registry:
             hint = f"did you mean {', '.join(close)}?" if close else "run `onnxpress passes` to list them"
             if self.broken:
                 hint += "; plugins that failed to load: " + "; ".join(self.broken)
-            raise PipelineError(f"unknown {kind[:-1]} '{name}'", hint=hint)
+            raise PipelineError(f"unknown {self.SINGULAR[kind]} '{name}'", hint=hint)
         entry = table[name]
         if isinstance(entry.target, str):
-            entry.target = _load_ref(entry.target, f"{kind[:-1]} '{name}'", entry.origin)
+            entry.target = _load_ref(entry.target, f"{self.SINGULAR[kind]} '{name}'", entry.origin)
         return entry.target
 
     def get_pass(self, name: str) -> type:
