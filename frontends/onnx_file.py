@@ -48,14 +48,14 @@ def _read_proto(path: Path) -> onnx.ModelProto:
 def _check_is_model(proto: onnx.ModelProto, what: str) -> None:
     missing = []
     if proto.ir_version <= 0:
-        missing.append("an IR version")
+        missing.append("IR version")
     if not proto.HasField("graph"):
-        missing.append("a graph")
+        missing.append("graph")
     if not proto.opset_import:
         missing.append("opset imports")
     if missing:
         raise InvalidModelError(
-            f"{what} is not an ONNX model: it has no {', '.join(missing)}",
+            f"{what} is not an ONNX model: it lacks {', '.join(missing)}",
             hint="the file may be truncated, or not an ONNX protobuf (.onnx) file",
         )
 
@@ -160,6 +160,18 @@ def _has_external(model: ir.Model) -> bool:
     return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
 
 
+def check_output_path(model: ir.Model, path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an output that would overwrite the input model or its external data."""
+    target = Path(path).resolve()
+    protected = _protected_paths(model)
+    for candidate in (target, target.parent / (target.name + ".data")):
+        if candidate in protected:
+            raise UnsafeOutputError(
+                f"refusing to write '{candidate}': the model reads from that file (input files are never modified)",
+                hint="choose another output path",
+            )
+
+
 def save(
     model: ir.Model | onnx.ModelProto,
     path: str | os.PathLike[str],
@@ -173,15 +185,9 @@ def save(
     """
     if isinstance(model, onnx.ModelProto):
         model = ir.serde.deserialize_model(model)
+    check_output_path(model, path)
     target = Path(path).resolve()
     data_name = target.name + ".data"
-    protected = _protected_paths(model)
-    for candidate in (target, target.parent / data_name):
-        if candidate in protected:
-            raise UnsafeOutputError(
-                f"refusing to write '{candidate}': the model reads from that file (input files are never modified)",
-                hint="choose another output path",
-            )
     target.parent.mkdir(parents=True, exist_ok=True)
     if external is None:
         from onnxpress.irpasses.core.manager import weight_bytes

@@ -1,7 +1,7 @@
 """Sample and calibration data: the CLI's ``DATA`` format, Python iterables, and generated smoke-test inputs.
 
-``DATA`` is an ``.npz`` with one array per model input, axis 0 indexing samples (sample i is ``arr[i]``,
-fed with a batch axis of 1), or a folder of ``.npz`` files, one sample each (for inputs whose shape varies).
+``DATA`` is an ``.npz`` with one array per model input, axis 0 indexing samples (sample i is fed as
+``arr[i]``, so a model with a batch axis takes arrays shaped [samples, batch, ...]), or a folder of ``.npz`` files, one sample each (for inputs whose shape varies).
 Samples are streamed: a folder is read one file at a time.
 """
 
@@ -59,7 +59,7 @@ class NpzSamples:
             with np.load(self.path) as npz:
                 arrays = {k: npz[k] for k in npz.files}
             for i in range(len(self)):
-                yield {k: a[i : i + 1] for k, a in arrays.items()}
+                yield {k: a[i] for k, a in arrays.items()}
 
 
 class IterableSamples:
@@ -84,7 +84,7 @@ def as_samples(data: object) -> Iterable[Sample] | None:
         count = min((len(a) for a in arrays.values()), default=0)
         if count == 0:
             raise DataError("sample data is empty (expected one array per model input, axis 0 = samples)")
-        return [{k: a[i : i + 1] for k, a in arrays.items()} for i in range(count)]
+        return [{k: a[i] for k, a in arrays.items()} for i in range(count)]
     if isinstance(data, Iterator):
         warnings.warn("a one-shot iterator of samples can be read once; pass a list or a callable", stacklevel=2)
         return list(data)
@@ -125,11 +125,12 @@ def check_sample(sample: Sample, model: ir.Model, index: int = 0) -> None:
         shape = value.shape
         if shape is None:
             continue
+        dims = [d if isinstance(d, int) else str(d) for d in shape]
         if array.ndim != len(shape):
-            raise DataError(f"sample {index}: input '{name}' has rank {array.ndim} {list(array.shape)}, the model expects rank {len(shape)} {list(shape)}")
+            raise DataError(f"sample {index}: input '{name}' has rank {array.ndim} {list(array.shape)}, the model expects rank {len(shape)} {dims}")
         for axis, (got, dim) in enumerate(zip(array.shape, shape)):
             if isinstance(dim, int) and got != dim:
-                raise DataError(f"sample {index}: input '{name}' axis {axis} is {got}, the model expects {dim} (shape {list(shape)})")
+                raise DataError(f"sample {index}: input '{name}' axis {axis} is {got}, the model expects {dim} (shape {dims})")
 
 
 def validated(samples: Iterable[Sample], model: ir.Model) -> Iterator[Sample]:

@@ -21,3 +21,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
+
+
+# ----- fixtures over the shared model builders in onnxpress.tools.testing ---------------------------
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+from onnxpress.tools.testing import mlp_proto as _mlp_proto  # noqa: E402
+
+
+@pytest.fixture()
+def mlp_proto() -> onnx.ModelProto:
+    return _mlp_proto()
+
+
+@pytest.fixture()
+def mlp_file(tmp_path: Path) -> Path:
+    path = tmp_path / "in" / "mlp.onnx"
+    path.parent.mkdir()
+    onnx.save_model(_mlp_proto(), path)
+    return path
+
+
+@pytest.fixture()
+def mlp_external(tmp_path: Path) -> Path:
+    """The MLP with every weight in ``mlp.onnx.data`` beside it."""
+    path = tmp_path / "ext" / "mlp.onnx"
+    path.parent.mkdir()
+    onnx.save_model(_mlp_proto(), path, save_as_external_data=True, all_tensors_to_one_file=True, location="mlp.onnx.data", size_threshold=0)
+    return path
+
+
+@pytest.fixture()
+def mlp_samples(tmp_path: Path) -> Path:
+    path = tmp_path / "samples.npz"
+    np.savez(path, x=np.random.default_rng(1).standard_normal((3, 1, 8)).astype(np.float32))
+    return path

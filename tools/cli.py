@@ -36,7 +36,9 @@ def _samples_arg(path: str | None) -> Any:
 # ----- commands ------------------------------------------------------------------------------------
 def cmd_opt(args: argparse.Namespace) -> int:
     import onnxpress
+    from onnxpress.frontends.onnx_file import check_output_path
     from onnxpress.irpasses.core import DumpIR, Reproducer, build_passes, default_registry
+    from onnxpress.irpasses.core.manager import format_bytes
     from onnxpress.irpasses.core.pipeline_text import pipeline_to_text
     from onnxpress.tools.model_summary import summarize
 
@@ -45,6 +47,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
     registry = default_registry()
     passes = build_passes(args.pipeline, registry)  # bad pipelines fail before the model is read
     model = onnxpress.load(args.input, target_opset=args.target_opset)
+    check_output_path(model, args.output)
     before = summarize(model)
     check_data = args.inputs or args.calib
     instruments: list[Any] = []
@@ -77,8 +80,8 @@ def cmd_opt(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(report.table())
         print(
-            f"{args.input}: {before['nodes']} nodes, {before['weight_bytes'] / 1e6:.2f} MB -> "
-            f"{args.output}: {after['nodes']} nodes, {after['weight_bytes'] / 1e6:.2f} MB"
+            f"{args.input}: {before['nodes']} nodes, {format_bytes(before['weight_bytes'])} -> "
+            f"{args.output}: {after['nodes']} nodes, {format_bytes(after['weight_bytes'])}"
         )
     return 0
 

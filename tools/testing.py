@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxpress.backends.ort.runner import make_session, run_session
 
@@ -31,3 +36,34 @@ def assert_same_outputs(before: ir.Model | onnx.ModelProto, after: ir.Model, inp
     assert list(ref) == list(got), f"outputs differ: {list(ref)} vs {list(got)}"
     for name in ref:
         np.testing.assert_allclose(got[name], ref[name], rtol=rtol, atol=atol, err_msg=f"output {name}")
+
+
+def digest(folder: os.PathLike[str] | str) -> dict[str, str]:
+    """Hash of every file under ``folder``: inputs must be byte-identical after any command."""
+    root = Path(folder)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def mlp_proto(hidden: int = 16) -> onnx.ModelProto:
+    """x[batch,8] -> MatMul/Add/Relu/Identity/MatMul -> y[batch,4], plus a dead Sigmoid branch."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, hidden)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((hidden, 4)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="add1"),
+        helper.make_node("Relu", ["hb"], ["r"], name="relu1"),
+        helper.make_node("Identity", ["r"], ["ri"], name="id1"),
+        helper.make_node("MatMul", ["ri", "w2"], ["y"], name="mm2"),
+        helper.make_node("Sigmoid", ["h"], ["dead"], name="dead1"),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [w1, b1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

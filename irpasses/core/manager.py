@@ -56,6 +56,14 @@ def weight_bytes(model: ir.Model) -> int:
     return total
 
 
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
 @dataclasses.dataclass
 class PassRecord:
     name: str
@@ -96,10 +104,12 @@ class PipelineReport:
 
     def table(self) -> str:
         """A fixed-width per-pass table for terminals and logs."""
-        rows = [f"{'pass':<28} {'ms':>8} {'nodes':>13} {'weights MB':>17} {'RSS MiB':>8}  notes"]
+        rows = [f"{'pass':<28} {'ms':>8} {'nodes':>13} {'weights':>21} {'RSS MiB':>8}  notes"]
         for r in self.records:
             nodes = f"{r.nodes_before}->{r.nodes_after}" if r.modified else f"{r.nodes_after}"
-            mb = f"{r.weight_bytes_before / 1e6:.2f}->{r.weight_bytes_after / 1e6:.2f}" if r.weight_bytes_before != r.weight_bytes_after else f"{r.weight_bytes_after / 1e6:.2f}"
+            mb = format_bytes(r.weight_bytes_after)
+            if r.weight_bytes_before != r.weight_bytes_after:
+                mb = f"{format_bytes(r.weight_bytes_before)}->{mb}"
             notes = []
             if r.skipped:
                 notes.append(f"skipped: {r.skipped}")
@@ -109,7 +119,7 @@ class PipelineReport:
                 notes.append("no change")
             notes += [f"{k}={v}" for k, v in r.stats.items() if v]
             notes += r.notes
-            rows.append(f"{r.spec:<28} {r.seconds * 1e3:>8.1f} {nodes:>13} {mb:>17} {r.rss_mib:>8.0f}  {', '.join(notes)}")
+            rows.append(f"{r.spec:<28} {r.seconds * 1e3:>8.1f} {nodes:>13} {mb:>21} {r.rss_mib:>8.0f}  {', '.join(notes)}")
         rows.append(f"total {self.seconds:.2f} s, peak RSS {self.peak_rss_mib:.0f} MiB; checker: {self.checker}")
         if self.numerics is not None:
             for e in self.numerics:

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from onnxpress.irpasses.core.compare import OutputError, compare_arrays, compare_outputs, merge
@@ -27,7 +26,7 @@ DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
 
 
-def run_model(model: ir.Model | onnx.ModelProto, samples: Iterable[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def run_model(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     from onnxpress.backends.ort.runner import make_session, run_session
 
     session = make_session(model)
@@ -38,28 +37,29 @@ def worst(errors: list[OutputError]) -> OutputError | None:
     return max(errors, key=lambda e: (not e.within, e.max_abs), default=None)
 
 
+def with_outputs(model: ir.Model, names: list[str]) -> ir.Model:
+    """A cheap clone (tensors shared) whose graph also outputs the named intermediate values."""
+    clone = model.clone()
+    existing = {v.name for v in clone.graph.outputs}
+    by_name = {v.name: v for node in clone.graph for v in node.outputs}
+    clone.graph.outputs.extend(by_name[n] for n in names if n in by_name and n not in existing)
+    return clone
+
+
 def locate_divergence(
-    original: onnx.ModelProto, model: ir.Model, sample: Mapping[str, np.ndarray], rtol: float, atol: float
+    original: ir.Model, model: ir.Model, sample: Mapping[str, np.ndarray], rtol: float, atol: float
 ) -> str | None:
     """Name the first node (in the rewritten graph's order) whose output exists in both models and differs."""
     from onnxpress.backends.ort.runner import make_session, run_session
 
-    original_names = {o for n in original.graph.node for o in n.output if o}
+    original_names = {v.name for node in original.graph for v in node.outputs if v.name}
     candidates = [(node, v) for node in model.graph for v in node.outputs if v.name in original_names]
     if not candidates:
         return None
     wanted = [v.name for _, v in candidates]
-
-    def expose(proto: onnx.ModelProto) -> onnx.ModelProto:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(proto)
-        existing = {o.name for o in copy.graph.output}
-        copy.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in existing)
-        return copy
-
     try:
-        ref = run_session(make_session(expose(original)), sample)
-        got = run_session(make_session(expose(ir.to_proto(model))), sample)
+        ref = run_session(make_session(with_outputs(original, wanted)), sample)
+        got = run_session(make_session(with_outputs(model, wanted)), sample)
     except BackendUnavailableError:
         return None
     for node, value in candidates:
@@ -83,12 +83,12 @@ class NumericsCheck(PassInstrument):
     samples_are_random: bool = False
     final: list[OutputError] | None = None
     skipped_reason: str | None = None
-    _original: onnx.ModelProto | None = None
+    _original: ir.Model | None = None
     _reference: list[dict[str, np.ndarray]] | None = None
     _last_max: float = 0.0
 
     def before_pipeline(self, model: ir.Model, passes: list[Pass]) -> None:
-        self._original = ir.to_proto(model)
+        self._original = model.clone()  # tensors are shared, not copied
         try:
             self._reference = run_model(self._original, self.samples)
         except BackendUnavailableError as err:
