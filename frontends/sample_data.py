@@ -129,7 +129,7 @@ def check_sample(sample: Sample, model: ir.Model, index: int = 0) -> None:
         if array.ndim != len(shape):
             raise DataError(f"sample {index}: input '{name}' has rank {array.ndim} {list(array.shape)}, the model expects rank {len(shape)} {dims}")
         for axis, (got, dim) in enumerate(zip(array.shape, shape)):
-            if isinstance(dim, int) and got != dim:
+            if isinstance(dim, int) and dim >= 0 and got != dim:  # paddle2onnx writes -1 for dynamic
                 raise DataError(f"sample {index}: input '{name}' axis {axis} is {got}, the model expects {dim} (shape {dims})")
 
 
@@ -159,7 +159,7 @@ def random_inputs(model: ir.Model, count: int = 1, seed: int = 0, dynamic_dim: i
             shape = value.shape
             if shape is None:
                 raise DataError(f"input '{value.name}' has no shape in the model; give sample data (--inputs DATA)")
-            dims = [d if isinstance(d, int) else (1 if axis == 0 else dynamic_dim) for axis, d in enumerate(shape)]
+            dims = [d if isinstance(d, int) and d >= 0 else (1 if axis == 0 else dynamic_dim) for axis, d in enumerate(shape)]
             if dtype == np.bool_:
                 array = rng.random(dims) < 0.5
             elif np.issubdtype(dtype, np.integer):

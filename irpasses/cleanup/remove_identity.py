@@ -37,8 +37,10 @@ def try_remove_identity(node: ir.Node) -> bool:
             return False
         if source.is_graph_input() or source.is_initializer() or any(out is source for out in outputs):
             return False
-        if source.type is None:
+        if source.type is None:  # the output keeps the type and shape it declared
             source.type = result.type
+        if source.shape is None:
+            source.shape = result.shape
         ir.convenience.replace_all_uses_with(result, source, replace_graph_outputs=True)
         source.name = result.name
     else:

@@ -204,6 +204,7 @@ class PassManager:
         start = time.perf_counter()
         for inst in self.instruments:
             inst.before_pipeline(model, [p for p, _ in planned])
+        original = model.clone() if self.run_checker else None  # tensors shared: cheap
         ran: list[str] = []
         optional_seen = 0
         current: Pass | ir.passes.PassBase | None = None
@@ -224,8 +225,16 @@ class PassManager:
                 ran.append(record.spec)
             current = None
             report.seconds = time.perf_counter() - start
-            if self.run_checker:
+            if original is not None:
                 report.checker = _run_checker(model)
+                if report.checker.startswith("FAILED"):
+                    before = _run_checker(original)
+                    if not before.startswith("FAILED"):
+                        raise VerificationError(
+                            f"the pipeline made the model fail onnx.checker: {report.checker[8:]}",
+                            hint="rerun with --verify-each --dump-ir DIR to see which pass",
+                        )
+                    report.checker = f"{report.checker} (the input fails too: {before[8:]})"
             for inst in self.instruments:
                 inst.after_pipeline(model, report)
         except BaseException as err:

