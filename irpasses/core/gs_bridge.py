@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +59,6 @@ class GraphSurgeonPass(Pass):
     func: Callable[[Any], Any] | None = dataclasses.field(default=None, repr=False, compare=False, metadata={"python_only": True})
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        import onnx
         import onnx_graphsurgeon as gs
 
         fn = self.func or (_resolve(self.fn) if self.fn else None)
@@ -80,10 +78,7 @@ class GraphSurgeonPass(Pass):
             new = ir.serde.deserialize_model(after)
             if base_dir is not None:
                 external_data.set_base_dir(new.graph, base_dir)
-            model.graph = new.graph  # type: ignore[misc]
-            model.opset_imports.clear()
-            model.opset_imports.update(new.opset_imports)
-        del onnx
+            model.graph = new.graph  # opset imports live on the graph in onnx-ir
         return self.result(model, changed)
 
 
@@ -91,5 +86,3 @@ def graphsurgeon(func: Callable[[Any], Any]) -> GraphSurgeonPass:
     """Wrap a Python GraphSurgeon function as a pass: ``PassManager([graphsurgeon(my_fn)])``."""
     return GraphSurgeonPass(fn=getattr(func, "__qualname__", "python"), func=func)
 
-
-_ = os

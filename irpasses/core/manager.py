@@ -18,6 +18,7 @@ from onnxpress.irpasses.core.instrument import PassInstrument
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import ALL_PROPERTIES, Property
 from onnxpress.irpasses.core.registry import Registry, default_registry
+from onnxpress.irpasses.core.snapshot import snapshot
 from onnxpress.irpasses.core.verify import verify_model
 
 
@@ -204,7 +205,7 @@ class PassManager:
         start = time.perf_counter()
         for inst in self.instruments:
             inst.before_pipeline(model, [p for p, _ in planned])
-        original = model.clone() if self.run_checker else None  # tensors shared: cheap
+        original = snapshot(model) if self.run_checker else None
         ran: list[str] = []
         optional_seen = 0
         current: Pass | ir.passes.PassBase | None = None

@@ -17,6 +17,7 @@ import onnx_ir as ir
 from onnxpress.irpasses.core.compare import OutputError, compare_arrays, compare_outputs, merge
 from onnxpress.irpasses.core.errors import BackendUnavailableError, NumericMismatchError
 from onnxpress.irpasses.core.instrument import PassInstrument
+from onnxpress.irpasses.core.snapshot import snapshot
 
 if TYPE_CHECKING:
     from onnxpress.irpasses.core.manager import PassRecord, PipelineReport
@@ -39,7 +40,7 @@ def worst(errors: list[OutputError]) -> OutputError | None:
 
 def with_outputs(model: ir.Model, names: list[str]) -> ir.Model:
     """A cheap clone (tensors shared) whose graph also outputs the named intermediate values."""
-    clone = model.clone()
+    clone = snapshot(model)
     existing = {v.name for v in clone.graph.outputs}
     by_name = {v.name: v for node in clone.graph for v in node.outputs}
     clone.graph.outputs.extend(by_name[n] for n in names if n in by_name and n not in existing)
@@ -88,7 +89,7 @@ class NumericsCheck(PassInstrument):
     _last_max: float = 0.0
 
     def before_pipeline(self, model: ir.Model, passes: list[Pass]) -> None:
-        self._original = model.clone()  # tensors are shared, not copied
+        self._original = snapshot(model)
         try:
             self._reference = run_model(self._original, self.samples)
         except BackendUnavailableError as err:

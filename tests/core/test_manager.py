@@ -83,6 +83,7 @@ class Nudge(Pass):
         name = out.name
         out.name = f"{name}_pre{len(model.graph)}"
         add.outputs[0].name = name
+        add.outputs[0].type, add.outputs[0].shape = out.type, out.shape  # a graph output needs its type
         return self.result(model, True)
 
 
@@ -273,3 +274,23 @@ def test_model_proto_in_model_proto_out() -> None:
     out, _ = onnxpress.optimize(proto, "cleanup", samples=SAMPLES)
     assert type(out) is type(proto) and len(out.graph.node) == 3
     assert len(proto.graph.node) == 5  # the caller's proto is not modified
+
+
+@dataclasses.dataclass
+class UntypedOutput(Pass):
+    """Replaces the graph output with a value that has no type: onnx.checker must reject the result."""
+
+    name = "test-untyped-output"
+
+    def run(self, model, ctx):
+        n = model.graph.outputs[0].producer()
+        neg = ir.node("Neg", [n.outputs[0]])
+        model.graph.insert_after(n, neg)
+        model.graph.outputs[0] = neg.outputs[0]
+        neg.outputs[0].name = "z"
+        return self.result(model, True)
+
+
+def test_checker_failure_caused_by_the_pipeline_is_an_error() -> None:
+    with pytest.raises(VerificationError, match="the pipeline made the model fail onnx.checker: Field 'type'"):
+        PassManager([UntypedOutput()]).run(model())
