@@ -1,0 +1,99 @@
+"""tools/bench: reproducible benchmarks, peers measured in the same run.
+
+``python -m onnxpress.tools.bench io`` -- load -> cleanup -> save on a generated 1.2 GB / 12.7k-node model
+with external data, against raw onnx, onnx-graphsurgeon and onnxslim: wall time and peak RSS per process.
+Results go to ``bench-out/`` (JSON) and are printed as a Markdown table for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run_measured(argv: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MiB, from the kernel's accounting of that child alone) and exit code."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr.read().decode()[-2000:] if proc.stderr else "")
+    return wall, usage.ru_maxrss / 1024, proc.returncode
+
+
+def bench_io(out: Path, repeats: int, blocks: int) -> dict[str, object]:
+    from onnxpress.tools.bench.bigmodel import generate
+
+    work = out / "io-work"
+    shutil.rmtree(work, ignore_errors=True)
+    src = work / "in" / "big.onnx"
+    info = generate(src, blocks=blocks)
+    print(f"generated {src}: {info['nodes']} nodes, {info['weight_bytes'] / 1e9:.2f} GB of weights", flush=True)
+    rows: dict[str, list[tuple[float, float, int]]] = {}
+    tools = ["onnxpress", "onnx", "onnx-graphsurgeon", "onnxslim"]
+    for rep in range(repeats):  # interleaved: A B C D A B C D, so drift hits every tool alike
+        for tool in tools:
+            dst = work / f"out-{tool}" / "big.onnx"
+            shutil.rmtree(dst.parent, ignore_errors=True)
+            dst.parent.mkdir(parents=True)
+            result = run_measured([sys.executable, "-m", "onnxpress.tools.bench.io_cases", tool, str(src), str(dst)])
+            rows.setdefault(tool, []).append(result)
+            print(f"  rep {rep + 1} {tool:<18} {result[0]:7.2f} s  {result[1]:8.0f} MiB  rc={result[2]}", flush=True)
+    summary = {}
+    for tool, results in rows.items():
+        ok = [r for r in results if r[2] == 0]
+        summary[tool] = {
+            "wall_s_median": statistics.median(r[0] for r in ok) if ok else None,
+            "peak_rss_mib_median": statistics.median(r[1] for r in ok) if ok else None,
+            "runs": [{"wall_s": r[0], "peak_rss_mib": r[1], "rc": r[2]} for r in results],
+        }
+    shutil.rmtree(work, ignore_errors=True)
+    return {"model": info, "results": summary}
+
+
+def machine() -> dict[str, object]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "cpus": os.cpu_count(),
+        "platform": platform.platform(), "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", nargs="?", default="io", choices=["io"])
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": machine(), "io": bench_io(args.out, args.repeats, args.blocks)}
+    (args.out / "io.json").write_text(json.dumps(result, indent=2))
+    io = result["io"]
+    weight_mib = io["model"]["weight_bytes"] / 2**20
+    ref = io["results"]["onnxslim"]["wall_s_median"]
+    print("\n| tool | wall s (median) | peak RSS MiB (median) | RSS / weight bytes | time / onnxslim |")
+    print("|---|---|---|---|---|")
+    for tool, r in io["results"].items():
+        if r["wall_s_median"] is None:
+            print(f"| {tool} | failed | | | |")
+            continue
+        ratio = f"{r['wall_s_median'] / ref:.2f}" if ref else "n/a"
+        print(f"| {tool} | {r['wall_s_median']:.2f} | {r['peak_rss_mib_median']:.0f} | {r['peak_rss_mib_median'] / weight_mib:.3f} | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
