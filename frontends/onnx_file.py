@@ -19,6 +19,7 @@ from onnx_ir import external_data
 
 from onnxpress.irpasses.cleanup.topo_sort import sort_or_explain
 from onnxpress.irpasses.core.errors import ExternalDataError, InvalidModelError, UnsafeOutputError
+from onnxpress.irpasses.core.progress import progress
 from onnxpress.irpasses.core.verify import verification_problems
 
 SOURCE_KEY = "onnxpress.source"
@@ -178,6 +179,7 @@ def save(
     *,
     max_ir_version: int | None = None,
     external: bool | None = None,
+    show_progress: bool | None = None,
 ) -> Path:
     """Write ``model`` atomically; weights go to ``<name>.data`` when the model had external data or is large.
 
@@ -200,7 +202,8 @@ def save(
     os.close(fd)
     try:
         if external:
-            ir.save(model, tmp, external_data=data_name)
+            with progress(f"saving {target.name}", None, show_progress) as bar:
+                ir.save(model, tmp, external_data=data_name, callback=lambda tensor, info: bar.advance())
         else:
             ir.save(model, tmp)
         os.replace(tmp, target)

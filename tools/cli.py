@@ -72,7 +72,12 @@ def cmd_opt(args: argparse.Namespace) -> int:
         if args.bisect and type(err).__name__ in ("NumericMismatchError", "VerificationError"):
             _report_bisect(args, passes)
         raise
-    onnxpress.save(out, args.output, max_ir_version=args.max_ir_version)
+    max_ir = args.max_ir_version
+    if max_ir is None and args.target == "ort":
+        from onnxpress.backends.ort.runner import max_ir_version
+
+        max_ir = max_ir_version()
+    onnxpress.save(out, args.output, max_ir_version=max_ir)
     after = summarize(out)
     if args.report:
         payload = {"input": args.input, "output": args.output, "before": before, "after": after, "report": report.to_dict()}

@@ -21,8 +21,20 @@ class OutputError:
         return dataclasses.asdict(self)
 
 
-def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, rtol: float, atol: float) -> OutputError:
-    """Compare one output; integers and booleans must match exactly, floats within atol + rtol*|ref|."""
+def compare_arrays(name: str, ref: object, got: object, rtol: float, atol: float) -> OutputError:
+    """Compare one output; integers and booleans must match exactly, floats within atol + rtol*|ref|.
+
+    Sequence outputs (lists) and map outputs (dicts) are compared element by element, worst case kept.
+    """
+    if isinstance(ref, (list, dict)):
+        if type(got) is not type(ref) or len(got) != len(ref):  # type: ignore[arg-type]
+            return OutputError(name, float("inf"), float("inf"), float("nan"), False, "sequence or map differs in length")
+        pairs = zip(ref, got) if isinstance(ref, list) else ((ref[k], got.get(k)) for k in ref)  # type: ignore[union-attr]
+        worst: OutputError | None = None
+        for i, (r, g) in enumerate(pairs):
+            err = compare_arrays(f"{name}[{i}]", r, g, rtol, atol)
+            worst = merge([worst], [err])[0] if worst is not None else err
+        return worst or OutputError(name, 0.0, 0.0, 1.0, True)
     ref, got = np.asarray(ref), np.asarray(got)
     if ref.shape != got.shape:
         return OutputError(name, float("inf"), float("inf"), float("nan"), False, f"shape {list(got.shape)} != {list(ref.shape)}")
