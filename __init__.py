@@ -94,6 +94,9 @@ def optimize(
         passes, ctx=ctx, instruments=[*checks, *instruments], registry=registry, bisect_limit=bisect_limit
     )
     out, report = manager.run(ir_model)
+    previous = out.metadata_props.get("onnxpress.pipeline")
+    out.metadata_props["onnxpress.pipeline"] = f"{previous},{report.pipeline}" if previous else report.pipeline
+    out.metadata_props["onnxpress.version"] = __version__
     return (ir.to_proto(out) if as_proto else out), report
 
 

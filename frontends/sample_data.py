@@ -143,8 +143,11 @@ def validated(samples: Iterable[Sample], model: ir.Model) -> Iterator[Sample]:
         raise DataError("sample data is empty: no sample to run")
 
 
-def random_inputs(model: ir.Model, count: int = 1, seed: int = 0, dynamic_dim: int = 64) -> list[dict[str, np.ndarray]]:
-    """Generated inputs for smoke tests only: leading symbolic dims are 1, other symbolic dims ``dynamic_dim``.
+def random_inputs(
+    model: ir.Model, count: int = 1, seed: int = 0, dynamic_dim: int = 64, shapes: dict[str, list[int]] | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Generated inputs for smoke tests only: leading symbolic dims are 1, other symbolic dims ``dynamic_dim``
+    (or the full shapes given in ``shapes``).
 
     Floats are standard normal; integers are 0/1 (valid token ids, masks and indices in most models).
     """
@@ -160,6 +163,8 @@ def random_inputs(model: ir.Model, count: int = 1, seed: int = 0, dynamic_dim: i
             if shape is None:
                 raise DataError(f"input '{value.name}' has no shape in the model; give sample data (--inputs DATA)")
             dims = [d if isinstance(d, int) and d >= 0 else (1 if axis == 0 else dynamic_dim) for axis, d in enumerate(shape)]
+            if shapes and value.name in shapes:
+                dims = list(shapes[value.name])
             if dtype == np.bool_:
                 array = rng.random(dims) < 0.5
             elif np.issubdtype(dtype, np.integer):

@@ -1,4 +1,4 @@
-"""The built-in plug-in manifest: onnxpress registers its own passes exactly as a vendor's package would.
+"""The built-in plug-in manifest: onnxpress registers its own passes and backends exactly as a vendor's package would.
 
 Kept import-light: entries are ``"module:Class"`` strings, loaded when a pass is first asked for by name.
 """
@@ -19,6 +19,10 @@ PLUGIN = Plugin(
         "infer-shapes": f"{_P}.cleanup.infer_shapes:InferShapes",
         "set-ir-version": f"{_P}.cleanup.set_ir_version:SetIrVersion",
         "graphsurgeon": f"{_P}.core.gs_bridge:GraphSurgeonPass",
+    },
+    backends={
+        "ort": "onnxpress.backends.ort.backend:OrtBackend",
+        "tensorrt": "onnxpress.backends.tensorrt.backend:TensorRTBackend",
     },
     pipelines={
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",

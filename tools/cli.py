@@ -154,29 +154,111 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    import onnxpress
+def _samples_for(model: Any, path: str | None, count: int = 2, shapes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Samples from DATA, else random inputs (at the --shapes 'opt' shape when given), with a warning."""
+    from onnxpress.backends.base import parse_shapes
     from onnxpress.frontends.sample_data import random_inputs, validated
+
+    if path:
+        return list(validated(_samples_arg(path), model))
+    print("warning: no --inputs given: using generated random inputs", file=sys.stderr)
+    opt = {name: s[1] for name, s in parse_shapes(shapes).items()} if shapes else None
+    return random_inputs(model, count=count, shapes=opt)
+
+
+def _run_on(backend_name: str, model: Any, samples: list[dict[str, Any]], threads: int = 0) -> list[dict[str, Any]]:
+    from onnxpress.backends.base import CompileOptions, compile_model, get_backend
+
+    backend = get_backend(backend_name)
+    artifact = compile_model(model, backend, CompileOptions(threads=threads, samples=samples))
+    return [backend.run(artifact, s) for s in samples]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two models on one backend, or one model on several backends (the first is the reference)."""
+    import onnxpress
     from onnxpress.irpasses.core.compare import compare_outputs, merge
     from onnxpress.irpasses.core.numerics import run_model
 
-    a, b = onnxpress.load(args.a), onnxpress.load(args.b)
-    if args.inputs:
-        samples = list(validated(_samples_arg(args.inputs), a))
+    backends = args.backend or []
+    a = onnxpress.load(args.a)
+    samples = _samples_for(a, args.inputs)
+    if args.b is None:
+        if len(backends) < 2:
+            raise SystemExit("error: compare one model needs two --backend options, e.g. --backend ort --backend openvino")
+        out_a = _run_on(backends[0], a, samples)
+        out_b = _run_on(backends[1], onnxpress.load(args.a), samples)
+        label = f"{backends[1]} vs {backends[0]}"
     else:
-        print("warning: no --inputs given: comparing on generated random inputs", file=sys.stderr)
-        samples = random_inputs(a, count=2)
-    out_a, out_b = run_model(a, samples), run_model(b, samples)
+        b = onnxpress.load(args.b)
+        if backends:
+            out_a, out_b = _run_on(backends[0], a, samples), _run_on(backends[0], b, samples)
+        else:
+            out_a, out_b = run_model(a, samples), run_model(b, samples)
+        label = f"{args.b} vs {args.a}"
     errors = None
     for ra, rb in zip(out_a, out_b):
         errors = merge(errors, compare_outputs(ra, rb, args.rtol, args.atol))
     rows = [e.to_dict() for e in errors or []]
     if args.json:
-        print(json.dumps({"samples": len(samples), "outputs": rows}, indent=2, default=float))
+        print(json.dumps({"compared": label, "samples": len(samples), "outputs": rows}, indent=2, default=float))
     else:
+        print(f"{label} on {len(samples)} sample(s):")
         for e in errors or []:
             print(f"{e.name}: cosine {e.cosine:.6f}, max abs {e.max_abs:.3g}, max rel {e.max_rel:.3g} -> {'within' if e.within else 'BEYOND'} rtol={args.rtol:g} atol={args.atol:g}{' (' + e.note + ')' if e.note else ''}")
     return 0 if all(e.within for e in errors or []) else 3
+
+
+def _compile_options(args: argparse.Namespace, samples: list[dict[str, Any]] | None) -> Any:
+    from onnxpress.backends.base import CompileOptions, parse_shapes
+
+    extra: dict[str, Any] = {}
+    if getattr(args, "save_optimized", None):
+        extra["optimized_model"] = args.save_optimized
+    if getattr(args, "profile", None):
+        extra["profile_prefix"] = args.profile
+    shapes = parse_shapes(args.shapes) if getattr(args, "shapes", None) else None
+    return CompileOptions(threads=args.threads, optimization=args.optimization, shapes=shapes, samples=samples, extra=extra)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import onnxpress
+    from onnxpress.backends.base import compile_model, get_backend
+
+    backend = get_backend(args.backend)
+    backend.require()
+    model = onnxpress.load(args.input)
+    samples = list(_samples_for(model, args.inputs)) if args.inputs else None
+    artifact = compile_model(model, backend, _compile_options(args, samples), Path(args.output))
+    status = backend.availability()
+    print(f"{args.backend}: wrote {args.output}" + (f" (+ {args.output}.json)" if args.backend == "tensorrt" else ""))
+    print(f"runs here: {'yes' if status.can_run else 'no'} ({status.reason})")
+    if artifact.metadata.get("flags") is not None:
+        print(f"flags: {', '.join(artifact.metadata['flags']) or 'none'}; layers by precision: {artifact.metadata.get('layer_precisions')}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import onnxpress
+    from onnxpress.backends.base import compile_model, get_backend
+
+    model = onnxpress.load(args.input)
+    sample = _samples_for(model, args.inputs, count=1, shapes=args.shapes)[0]
+    results = []
+    for name in args.backend:
+        backend = get_backend(name)
+        status = backend.availability()
+        if not status.can_run:
+            print(f"{name}: cannot run here: {status.reason}", file=sys.stderr)
+            continue
+        artifact = compile_model(onnxpress.load(args.input), backend, _compile_options(args, [sample]))
+        results.append(backend.bench(artifact, sample, runs=args.runs))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            print(f"{r.backend:<10} median {r.median_ms:8.3f} ms  p10 {r.p10_ms:8.3f}  p90 {r.p90_ms:8.3f}  ({r.runs} runs, {r.threads} thread(s))")
+    return 0 if results else 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -227,12 +309,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="compare two models' outputs on the same inputs")
     compare.add_argument("a")
-    compare.add_argument("b")
+    compare.add_argument("b", nargs="?", help="second model (omit to compare one model across --backend options)")
+    compare.add_argument("--backend", action="append", help="backend(s) to run on (default: onnxruntime, no graph optimization)")
     compare.add_argument("--inputs", help="DATA (default: random inputs, with a warning)")
     compare.add_argument("--json", action="store_true")
     compare.add_argument("--rtol", type=float, default=1e-4)
     compare.add_argument("--atol", type=float, default=1e-5)
     compare.set_defaults(func=cmd_compare)
+
+    def backend_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--inputs", help="sample DATA (shapes for engine profiles; bench inputs)")
+        p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+        p.add_argument("--optimization", default="all", choices=["disable", "basic", "extended", "all"])
+        p.add_argument("--shapes", action="append", help="engine profile NAME:MIN,OPT,MAX (shapes like 1x3x736x992)")
+
+    comp = sub.add_parser("compile", help="compile a model for a backend (ort | tensorrt | a plug-in's)")
+    comp.add_argument("input")
+    comp.add_argument("--backend", required=True)
+    comp.add_argument("-o", "--output", required=True)
+    comp.add_argument("--save-optimized", metavar="PATH", help="ort: also save onnxruntime's optimized model")
+    comp.add_argument("--profile", metavar="PREFIX", help="ort: write an onnxruntime profile")
+    backend_options(comp)
+    comp.set_defaults(func=cmd_compile)
+
+    bench = sub.add_parser("bench", help="latency (median, p10, p90) on one or more backends")
+    bench.add_argument("input")
+    bench.add_argument("--backend", action="append", required=True)
+    bench.add_argument("--runs", type=int, default=30)
+    bench.add_argument("--json", action="store_true")
+    backend_options(bench)
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="optimize the embedded PP-OCRv4 detection model and print the report")
     demo.add_argument("-o", "--output")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxpress.backends.base import cache_dir
 from onnxpress.irpasses.core.errors import BackendUnavailableError
 
 RAPIDOCR_FILES = {
@@ -36,12 +37,6 @@ def _package_dir(package: str, extra: str = "test") -> Path:
 def rapidocr_model(kind: str) -> Path:
     """Path of the PP-OCR model ``det``, ``rec`` or ``cls`` inside the installed rapidocr-onnxruntime."""
     return _package_dir("rapidocr_onnxruntime") / "models" / RAPIDOCR_FILES[kind]
-
-
-def cache_dir() -> Path:
-    path = Path(os.environ.get("ONNXPRESS_CACHE", Path.home() / ".cache" / "onnxpress"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def minilm_dir() -> Path:

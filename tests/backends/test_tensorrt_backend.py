@@ -1,0 +1,80 @@
+"""TensorRT engines built on this CPU-only machine with TensorRT-RTX (installed by tools/dev), sidecar checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnxpress
+from onnxpress.backends.base import CompileOptions, compile_model, get_backend
+from onnxpress.backends.tensorrt import backend as trt_backend
+from onnxpress.irpasses.core import BackendUnavailableError
+from onnxpress.tools import real_models
+from onnxpress.tools.cli import main
+
+DET = Path(main.__code__.co_filename).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+
+
+def test_det_engine_and_sidecar_from_the_cli(tmp_path: Path, capsys) -> None:
+    engine = tmp_path / "det.engine"
+    code = main(["compile", str(DET), "--backend", "tensorrt", "-o", str(engine), "--shapes", "x:1x3x32x32,1x3x736x992,1x3x1024x1024"])
+    out = capsys.readouterr().out
+    assert code == 0 and engine.stat().st_size > 1_000_000
+    sidecar = json.loads((tmp_path / "det.engine.json").read_text())
+    assert sidecar["library"] in ("tensorrt", "tensorrt-rtx") and sidecar["library_version"]
+    assert sidecar["inputs"] == [{"name": "x", "shape": [-1, 3, -1, -1], "dtype": "FLOAT"}]
+    assert sidecar["outputs"][0]["name"] == "sigmoid_0.tmp_0"
+    assert sidecar["profiles"]["x"] == {"min": [1, 3, 32, 32], "opt": [1, 3, 736, 992], "max": [1, 3, 1024, 1024]}
+    assert sidecar["layer_precisions"] == {"FLOAT": sidecar["layers"]} and sidecar["flags"] == []
+    assert sidecar["engine_bytes"] == engine.stat().st_size
+    assert "runs here:" in out
+
+
+def test_engine_availability_is_explained_without_a_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(trt_backend, "gpus", lambda: [])
+    status = trt_backend.TensorRTBackend.availability()
+    assert status.can_compile and not status.can_run and "no NVIDIA GPU" in status.reason
+    with pytest.raises(BackendUnavailableError, match="cannot run here: .*no NVIDIA GPU"):
+        trt_backend.TensorRTBackend().run(trt_backend.Artifact("tensorrt", b""), {})
+
+
+def test_rtx_engine_on_an_h100_is_refused_in_plain_words(monkeypatch) -> None:
+    monkeypatch.setattr(trt_backend, "gpus", lambda: [{"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "driver": "580"}])
+    monkeypatch.setattr(trt_backend, "load_tensorrt", lambda prefer=None: (type("M", (), {"__version__": "1.7"}), "tensorrt-rtx"))
+    status = trt_backend.TensorRTBackend.availability()
+    assert not status.can_run
+    assert "TensorRT-RTX engines do not run on NVIDIA H100 80GB HBM3 (compute capability 9.0" in status.reason
+
+
+def test_missing_tensorrt_names_the_extra(monkeypatch, tmp_path: Path, capsys) -> None:
+    monkeypatch.setattr(trt_backend, "load_tensorrt", lambda prefer=None: None)
+    code = main(["compile", str(DET), "--backend", "tensorrt", "-o", str(tmp_path / "e.engine")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[0].startswith("error: backend 'tensorrt' cannot be used here: neither tensorrt nor tensorrt_rtx is installed")
+    assert err[1] == "hint: pip install 'onnxpress[tensorrt]'"
+
+
+def test_two_four_sparse_weights_set_the_sparse_flag() -> None:
+    model = onnxpress.load(onnxpress.tools.testing.mlp_proto(hidden=16))
+    assert not trt_backend.has_two_four_sparse_weights(model)
+    for value in model.graph.initializers.values():
+        w = value.const_value.numpy().copy()
+        if w.ndim == 2:
+            w.reshape(-1, 4)[:, :2] = 0  # two zeros in every group of four
+            value.const_value = onnxpress.irpasses.core.pass_base.ir.tensor(w, name=value.name)
+    assert trt_backend.has_two_four_sparse_weights(model)
+    artifact = compile_model(model, get_backend("tensorrt"), CompileOptions(shapes={"x": ([1, 8], [1, 8], [4, 8])}))
+    assert artifact.metadata["flags"] == ["SPARSE_WEIGHTS"]
+
+
+@pytest.mark.slow
+def test_minilm_engine_with_profiles_from_real_sentences() -> None:
+    samples = real_models.minilm_samples(real_models.sentences(6))
+    artifact = compile_model(onnxpress.load(real_models.minilm_onnx()), get_backend("tensorrt"), CompileOptions(samples=samples))
+    lengths = [s["input_ids"].shape[1] for s in samples]
+    assert artifact.metadata["profiles"]["input_ids"] == {"min": [1, min(lengths)], "opt": [1, lengths[0]], "max": [1, max(lengths)]}
+    assert artifact.metadata["engine_bytes"] > 10_000_000 and np.isfinite(artifact.metadata["build_seconds"])
