@@ -40,5 +40,14 @@ def gpus() -> list[dict[str, str]]:
     return found
 
 
-RTX_REFUSED = {"9.0": "Hopper (H100/H200)", "10.0": "Blackwell datacenter (B200)", "10.3": "Blackwell datacenter (B300)"}
-"""Compute capabilities TensorRT-RTX does not run on (it targets RTX GPUs); 9.0 seen refused here."""
+RTX_SUPPORTED = ("8.0", "8.6", "8.9", "12.0", "12.1")
+"""Compute capabilities TensorRT-RTX 1.7 runs on, plus anything above 12.0 (its own refusal message on an
+H100, 2026-11-22: 'Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0')."""
+
+
+def rtx_runs_on(compute_capability: str) -> bool:
+    try:
+        value = float(compute_capability)
+    except ValueError:
+        return False
+    return compute_capability in RTX_SUPPORTED or value > 12.0

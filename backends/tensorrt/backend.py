@@ -30,7 +30,7 @@ from onnxpress.backends.base import (
     sample_shapes,
     write_json_atomic,
 )
-from onnxpress.backends.tensorrt.api import RTX_REFUSED, gpus, load_tensorrt
+from onnxpress.backends.tensorrt.api import RTX_SUPPORTED, gpus, load_tensorrt, rtx_runs_on
 from onnxpress.irpasses.cleanup.set_ir_version import SetIrVersion
 from onnxpress.irpasses.core.errors import BackendUnavailableError, InvalidModelError
 from onnxpress.irpasses.core.pass_base import Pass
@@ -100,10 +100,11 @@ class TensorRTBackend(Backend):
         if not devices:
             return Availability(True, False, f"{flavour} {trt.__version__} builds engines here, but there is no NVIDIA GPU to run them", details)
         cc = devices[0]["compute_capability"]
-        if flavour == "tensorrt-rtx" and cc in RTX_REFUSED:
+        if flavour == "tensorrt-rtx" and not rtx_runs_on(cc):
             return Availability(
                 True, False,
-                f"TensorRT-RTX engines do not run on {devices[0]['name']} (compute capability {cc}, {RTX_REFUSED[cc]}); use full TensorRT there",
+                f"TensorRT-RTX engines do not run on {devices[0]['name']} (compute capability {cc}; it runs on "
+                f"{', '.join(RTX_SUPPORTED)} and above 12.0); use full TensorRT there",
                 details,
             )
         return Availability(True, True, f"{flavour} {trt.__version__} on {devices[0]['name']} (compute capability {cc})", details)
@@ -270,7 +271,7 @@ def _run_engine(trt: Any, artifact: Artifact, inputs: Mapping[str, np.ndarray]) 
     if engine is None:
         engine = trt.Runtime(logger).deserialize_cuda_engine(artifact.handle)
         if engine is None:
-            raise BackendUnavailableError("TensorRT could not deserialize the engine on this GPU (see its log above)")
+            raise BackendUnavailableError(f"TensorRT could not load the engine on this GPU: {'; '.join(logger.errors[-2:]) or 'no message'}")
         artifact.metadata["_engine"] = engine
         artifact.metadata["_context"] = engine.create_execution_context()
     context = artifact.metadata["_context"]
