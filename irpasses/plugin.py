@@ -18,6 +18,7 @@ PLUGIN = Plugin(
         "dedup-initializers": f"{_P}.cleanup.dedup_initializers:DedupInitializers",
         "infer-shapes": f"{_P}.cleanup.infer_shapes:InferShapes",
         "set-ir-version": f"{_P}.cleanup.set_ir_version:SetIrVersion",
+        "anonymize-dims": f"{_P}.cleanup.anonymize_dims:AnonymizeDims",
         "graphsurgeon": f"{_P}.core.gs_bridge:GraphSurgeonPass",
     },
     backends={

@@ -31,6 +31,7 @@ from onnxpress.backends.base import (
     write_json_atomic,
 )
 from onnxpress.backends.tensorrt.api import RTX_SUPPORTED, gpus, load_tensorrt, rtx_runs_on
+from onnxpress.irpasses.cleanup.anonymize_dims import AnonymizeDims
 from onnxpress.irpasses.cleanup.set_ir_version import SetIrVersion
 from onnxpress.irpasses.core.errors import BackendUnavailableError, InvalidModelError
 from onnxpress.irpasses.core.pass_base import Pass
@@ -119,7 +120,8 @@ class TensorRTBackend(Backend):
         return found
 
     def legalize(self) -> list[Pass]:
-        return [SetIrVersion(max=MAX_IR_VERSION)]
+        # TensorRT equates dims that share a name: paddle2onnx's "?" for both H and W would force H == W.
+        return [SetIrVersion(max=MAX_IR_VERSION), AnonymizeDims()]
 
     def _parse(self, trt: Any, model: ir.Model, logger: Any, strongly_typed: bool) -> tuple[Any, Any, Any, str]:
         builder = trt.Builder(logger)

@@ -71,6 +71,13 @@ def test_two_four_sparse_weights_set_the_sparse_flag() -> None:
     assert artifact.metadata["flags"] == ["SPARSE_WEIGHTS"]
 
 
+def test_paddle_placeholder_dims_do_not_force_height_equal_width() -> None:
+    """cls declares x as [-1, 3, '?', '?']; TensorRT would read the shared name as H == W."""
+    samples = real_models.text_lines(2, width=192)
+    artifact = compile_model(onnxpress.load(real_models.rapidocr_model("cls")), get_backend("tensorrt"), CompileOptions(samples=samples))
+    assert artifact.metadata["profiles"]["x"]["opt"] == [1, 3, 48, 192]
+
+
 @pytest.mark.slow
 def test_minilm_engine_with_profiles_from_real_sentences() -> None:
     samples = real_models.minilm_samples(real_models.sentences(6))

@@ -1,5 +1,8 @@
 """tools/bench: reproducible benchmarks, peers measured in the same run.
 
+``python -m onnxpress.tools.bench backends`` -- ORT vs OpenVINO latency and agreement on the real models,
+TensorRT engine builds (TensorRT-RTX on CPU machines).
+
 ``python -m onnxpress.tools.bench io`` -- load -> cleanup -> save on a generated 1.2 GB / 12.7k-node model
 with external data, against raw onnx, onnx-graphsurgeon and onnxslim: wall time and peak RSS per process.
 Results go to ``bench-out/`` (JSON) and are printed as a Markdown table for BENCHMARKS.md.
@@ -73,12 +76,22 @@ def machine() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="io", choices=["io"])
+    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends"])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.suite == "backends":
+        from onnxpress.tools.bench.backends_suite import bench_backends
+
+        rows = bench_backends()
+        (args.out / "backends.json").write_text(json.dumps({"machine": machine(), "backends": rows}, indent=2))
+        print("\n| model | ORT ms | OpenVINO ms | OpenVINO / ORT | min cosine | TensorRT build s | engine MB |")
+        print("|---|---|---|---|---|---|---|")
+        for label, r in rows.items():
+            print(f"| {label} | {r['ort_ms']:.2f} | {r['openvino_ms']:.2f} | {r['openvino_ms'] / r['ort_ms']:.2f} | {r['cosine_min']:.7f} | {r['tensorrt_build_s']:.2f} | {r['engine_mb']:.1f} |")
+        return 0
     result = {"machine": machine(), "io": bench_io(args.out, args.repeats, args.blocks)}
     (args.out / "io.json").write_text(json.dumps(result, indent=2))
     io = result["io"]
