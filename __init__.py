@@ -62,12 +62,13 @@ def optimize(
     registry: Registry | None = None,
     bisect_limit: int | None = None,
     seed: int = 0,
+    explain: bool = False,
 ) -> tuple[Any, PipelineReport]:
     """Run a pipeline (text, recipe path, or pass list) and check the result against the input.
 
     ``samples``: sample/calibration data (path to .npz or folder, dict of arrays, iterable, or callable).
     The numeric check uses its first ``check_samples`` samples; without samples it uses generated random
-    inputs and warns. Returns the model in the form given (ModelProto in, ModelProto out) and the report.
+    inputs and warns. ``explain`` records, per rewrite rule, the sites that matched and the near-misses. Returns the model in the form given (ModelProto in, ModelProto out) and the report.
     """
     as_proto = isinstance(model, onnx.ModelProto)
     ir_model = load(model)
@@ -75,6 +76,8 @@ def optimize(
     passes = list(pipeline) if isinstance(pipeline, Sequence) and not isinstance(pipeline, str) else build_passes(pipeline, registry)
     sample_source = as_samples(samples)
     ctx = PassContext(samples=sample_source, target=target, seed=seed)
+    if explain:
+        ctx.extra["explain"] = []
     checks: list[PassInstrument] = []
     if verify != "off":
         if sample_source is not None:
@@ -94,6 +97,7 @@ def optimize(
         passes, ctx=ctx, instruments=[*checks, *instruments], registry=registry, bisect_limit=bisect_limit
     )
     out, report = manager.run(ir_model)
+    report.explain = ctx.extra.get("explain")
     previous = out.metadata_props.get("onnxpress.pipeline")
     out.metadata_props["onnxpress.pipeline"] = f"{previous},{report.pipeline}" if previous else report.pipeline
     out.metadata_props["onnxpress.version"] = __version__

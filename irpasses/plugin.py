@@ -20,6 +20,17 @@ PLUGIN = Plugin(
         "set-ir-version": f"{_P}.cleanup.set_ir_version:SetIrVersion",
         "anonymize-dims": f"{_P}.cleanup.anonymize_dims:AnonymizeDims",
         "graphsurgeon": f"{_P}.core.gs_bridge:GraphSurgeonPass",
+        "fixpoint": f"{_P}.core.fixpoint:FixedPoint",
+        "fold-constants": f"{_P}.fusion.fold_constants:FoldConstants",
+        "simplify": f"{_P}.fusion.simplify:Simplify",
+        "fold-batchnorm": f"{_P}.fusion.fold_batchnorm:FoldBatchNorm",
+        "fuse-pad-conv": f"{_P}.fusion.fuse_pad_conv:FusePadConv",
+        "fuse-conv-bias": f"{_P}.fusion.fuse_conv_bias:FuseConvBias",
+        "fuse-hardswish": f"{_P}.fusion.fuse_hardswish:FuseHardSwish",
+        "fuse-matmul-add": f"{_P}.fusion.fuse_matmul_add:FuseMatMulAdd",
+        "fuse-layernorm": f"{_P}.fusion.fuse_layernorm:FuseLayerNorm",
+        "fuse-gelu": f"{_P}.fusion.fuse_gelu:FuseGelu",
+        "shape-cse": f"{_P}.fusion.shape_cse:ShapeCse",
     },
     backends={
         "ort": "onnxpress.backends.ort.backend:OrtBackend",
@@ -28,5 +39,7 @@ PLUGIN = Plugin(
     pipelines={
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",
         "noop": "topo-sort",
+        "fuse": "simplify,shape-cse,fold-batchnorm,fuse-pad-conv,fuse-conv-bias,fuse-hardswish,fuse-matmul-add,fuse-layernorm,fuse-gelu",
+        "optimize": "fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

@@ -67,6 +67,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
             atol=args.atol,
             instruments=instruments,
             registry=registry,
+            explain=args.explain,
         )
     except onnxpress.OnnxpressError as err:
         if args.bisect and type(err).__name__ in ("NumericMismatchError", "VerificationError"):
@@ -84,6 +85,8 @@ def cmd_opt(args: argparse.Namespace) -> int:
         _write_atomic(args.report, json.dumps(payload, indent=2, default=float))
     if not args.quiet:
         print(report.table())
+        if args.explain:
+            print(report.explain_text())
         print(
             f"{args.input}: {before['nodes']} nodes, {format_bytes(before['weight_bytes'])} -> "
             f"{args.output}: {after['nodes']} nodes, {format_bytes(after['weight_bytes'])}"
@@ -262,12 +265,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    out = args.output or os.path.join(tempfile.mkdtemp(prefix="onnxpress-demo-"), "det.cleanup.onnx")
-    print(f"onnxpress demo: '{DEMO_MODEL.name}' (PP-OCRv4 text detection, embedded) -p cleanup -> {out}\n")
+    out = args.output or os.path.join(tempfile.mkdtemp(prefix="onnxpress-demo-"), "det.optimized.onnx")
+    print(f"onnxpress demo: '{DEMO_MODEL.name}' (PP-OCRv4 text detection, embedded) -p optimize -> {out}\n")
     ns = argparse.Namespace(
-        input=str(DEMO_MODEL), output=out, pipeline="cleanup", calib=None, inputs=None, target=None, report=None,
+        input=str(DEMO_MODEL), output=out, pipeline="optimize", calib=None, inputs=None, target=None, report=None,
         verify_each=True, no_verify=False, rtol=1e-4, atol=1e-5, dump_ir=None, reproducer_dir=None, bisect=False,
-        target_opset=None, max_ir_version=None, quiet=False,
+        target_opset=None, max_ir_version=None, quiet=False, explain=False,
     )
     return cmd_opt(ns)
 
@@ -295,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--bisect", action="store_true", help="on a failed check, find the first optional pass at fault")
     opt.add_argument("--target-opset", type=int, help="convert the model to this opset first")
     opt.add_argument("--max-ir-version", type=int, help="cap the IR version written (e.g. 13 for onnxruntime 1.31)")
+    opt.add_argument("--explain", action="store_true", help="list, per fusion rule, the sites that matched and the near-misses with reasons")
     opt.add_argument("-q", "--quiet", action="store_true")
     opt.set_defaults(func=cmd_opt)
 

@@ -14,6 +14,7 @@ import onnx_ir as ir
 from onnxpress.irpasses.core.compare import OutputError
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import OnnxpressError, PassFailed, PipelineError, VerificationError
+from onnxpress.irpasses.core.fixpoint import FixedPoint
 from onnxpress.irpasses.core.instrument import PassInstrument
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import ALL_PROPERTIES, Property
@@ -94,6 +95,8 @@ class PipelineReport:
     numerics: list[OutputError] | None = None
     numerics_note: str = "not checked"
     checker: str = "not run"
+    explain: list[dict[str, str]] | None = None
+    """With explain on: every rewrite-rule site that matched, and every near-miss with its reason."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -131,6 +134,29 @@ class PipelineReport:
         rows.append(f"numeric check: {self.numerics_note}")
         return "\n".join(rows)
 
+    def explain_text(self, limit: int = 12) -> str:
+        """Per pass and rule: sites matched, then near-misses with the reason the rule gave."""
+        if not self.explain:
+            return "explain: no rewrite rule matched or nearly matched anywhere"
+        grouped: dict[tuple[str, str], list[dict[str, str]]] = {}
+        seen: set[tuple[str, ...]] = set()
+        for event in self.explain:
+            key = tuple(event.values())
+            if event["status"] != "matched" and key in seen:  # the same near-miss again in a later fixpoint round
+                continue
+            seen.add(key)
+            grouped.setdefault((event["pass"], event["rule"]), []).append(event)
+        lines = []
+        for (pass_name, rule), events in grouped.items():
+            matched = [e for e in events if e["status"] == "matched"]
+            misses = [e for e in events if e["status"] != "matched"]
+            lines.append(f"{pass_name} / {rule}: {len(matched)} matched, {len(misses)} near-misses")
+            for e in misses[:limit]:
+                lines.append(f"    near-miss at {e['node']}: {e['reason'] or 'no reason given'}")
+            if len(misses) > limit:
+                lines.append(f"    ... and {len(misses) - limit} more")
+        return "\n".join(lines)
+
 
 PlannedPass = tuple[Pass | ir.passes.PassBase, bool]
 
@@ -142,20 +168,31 @@ def plan_pipeline(
 
     Facts holding on the input are found with each property's cheap ``holds`` check. A need that nothing
     establishes and no provider can raises PipelineError naming the pass and the missing property.
+    A ``fixpoint`` group is planned as one pass through its children.
     """
-    registry = registry or default_registry()
     established: set[Property] = {p for p in ALL_PROPERTIES if p.holds is not None and p.holds(model)}
+    return _plan(passes, established, registry or default_registry())
+
+
+def _plan(passes: Sequence[Pass | ir.passes.PassBase], established: set[Property], registry: Registry) -> list[PlannedPass]:
     planned: list[PlannedPass] = []
 
     def apply(pass_: Pass | ir.passes.PassBase) -> None:
-        nonlocal established
         if isinstance(pass_, Pass):
             kept = {p for p in established if p in pass_.keeps}
-            established = kept | set(pass_.provides)
+            established.clear()
+            established.update(kept | set(pass_.provides))
         else:
-            established = set()
+            established.clear()
 
     for pass_ in passes:
+        if isinstance(pass_, FixedPoint):
+            inner = _plan(pass_.passes, established, registry)
+            group = FixedPoint(max=pass_.max)
+            group.passes = [p for p, _ in inner]  # type: ignore[misc]
+            group.inserted = {id(p) for p, was_inserted in inner if was_inserted}
+            planned.append((group, False))
+            continue
         needs = pass_.needs if isinstance(pass_, Pass) else frozenset()
         for prop in sorted(needs - established, key=str):
             if prop.provider is None:
@@ -208,24 +245,16 @@ class PassManager:
         check_structure = self.run_checker and weight_bytes(model) <= _CHECKER_LIMIT
         original = snapshot(model) if check_structure else None  # to tell whose fault a checker failure is
         ran: list[str] = []
-        optional_seen = 0
-        current: Pass | ir.passes.PassBase | None = None
+        self._optional_seen = 0
+        self._last_counts: tuple[int, int] | None = None
+        self._current: Pass | ir.passes.PassBase | None = None
         try:
             for pass_, inserted in planned:
-                current = pass_
-                record = PassRecord(name=_name(pass_), spec=_spec(pass_), inserted=inserted)
-                is_required = getattr(pass_, "required", True)
-                if not is_required and self.bisect_limit is not None:
-                    optional_seen += 1
-                    if optional_seen > self.bisect_limit:
-                        record.skipped = f"bisect limit {self.bisect_limit}"
-                        record.nodes_before = record.nodes_after = count_nodes(model.graph)
-                        report.records.append(record)
-                        continue
-                self._run_one(pass_, model, record, ran)
-                report.records.append(record)
-                ran.append(record.spec)
-            current = None
+                if isinstance(pass_, FixedPoint):
+                    self._run_fixpoint(pass_, model, report, ran)
+                else:
+                    self._step(pass_, model, report, ran, PassRecord(name=_name(pass_), spec=_spec(pass_), inserted=inserted))
+            self._current = None
             report.seconds = time.perf_counter() - start
             if self.run_checker and original is None:
                 report.checker = "skipped (weights over 1 GB; structural verification ran after every pass)"
@@ -242,6 +271,7 @@ class PassManager:
             for inst in self.instruments:
                 inst.after_pipeline(model, report)
         except BaseException as err:
+            current = self._current
             for inst in self.instruments:
                 inst.after_failure(current if isinstance(current, Pass) else None, model, err, ran)
             raise
@@ -249,9 +279,36 @@ class PassManager:
         report.peak_rss_mib = _peak_rss_mib()
         return model, report
 
+    def _step(self, pass_: Pass | ir.passes.PassBase, model: ir.Model, report: PipelineReport, ran: list[str], record: PassRecord) -> bool:
+        """Run one pass (or skip it under the bisect limit); return whether it changed the model."""
+        self._current = pass_
+        if not getattr(pass_, "required", True) and self.bisect_limit is not None:
+            self._optional_seen += 1
+            if self._optional_seen > self.bisect_limit:
+                record.skipped = f"bisect limit {self.bisect_limit}"
+                record.nodes_before = record.nodes_after = count_nodes(model.graph)
+                report.records.append(record)
+                return False
+        self._run_one(pass_, model, record, ran)
+        report.records.append(record)
+        ran.append(record.spec)
+        return record.modified
+
+    def _run_fixpoint(self, group: FixedPoint, model: ir.Model, report: PipelineReport, ran: list[str]) -> None:
+        inserted = getattr(group, "inserted", set())
+        for iteration in range(1, group.max + 1):
+            changed = False
+            for child in group.passes:
+                record = PassRecord(name=child.name, spec=f"{child.spec()}#{iteration}", inserted=id(child) in inserted)
+                changed |= self._step(child, model, report, ran, record)
+            if not changed:
+                return
+        report.records[-1].notes.append(f"fixpoint stopped at max={group.max} iterations while still changing")
+
     def _run_one(self, pass_: Pass | ir.passes.PassBase, model: ir.Model, record: PassRecord, ran: list[str]) -> None:
-        record.nodes_before = count_nodes(model.graph)
-        record.weight_bytes_before = weight_bytes(model)
+        if self._last_counts is None:
+            self._last_counts = (count_nodes(model.graph), weight_bytes(model))
+        record.nodes_before, record.weight_bytes_before = self._last_counts
         for inst in self.instruments:
             inst.before_pass(pass_, model)  # type: ignore[arg-type]
         t0 = time.perf_counter()
@@ -274,8 +331,11 @@ class PassManager:
         else:
             keeps = None if not result.modified else frozenset()
         record.dropped_analyses = self.ctx.analyses.invalidate(keeps)
-        record.nodes_after = count_nodes(model.graph)
-        record.weight_bytes_after = weight_bytes(model)
+        if record.modified:
+            record.nodes_after, record.weight_bytes_after = count_nodes(model.graph), weight_bytes(model)
+        else:
+            record.nodes_after, record.weight_bytes_after = record.nodes_before, record.weight_bytes_before
+        self._last_counts = (record.nodes_after, record.weight_bytes_after)
         record.rss_mib = _rss_mib()
         if self.verify_each and record.modified:
             verify_model(model, record.spec)

@@ -79,7 +79,7 @@ class Pass(ir.passes.InPlacePass):
         specs = []
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
-            if not field.init:
+            if not field.init or field.metadata.get("python_only"):
                 continue
             default = field.default if field.default is not dataclasses.MISSING else None
             specs.append({"name": field.name, "type": _type_name(hints.get(field.name, str)), "default": repr(default)})
@@ -88,7 +88,7 @@ class Pass(ir.passes.InPlacePass):
     def options(self) -> dict[str, Any]:
         if not dataclasses.is_dataclass(self):
             return {}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and not f.metadata.get("python_only")}
 
     def spec(self) -> str:
         """The pipeline text that recreates this pass (used by reproducers and reports)."""
@@ -105,7 +105,7 @@ class Pass(ir.passes.InPlacePass):
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Pass:
         """Instantiate from text or recipe options, converting and checking every value."""
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init} if dataclasses.is_dataclass(cls) else {}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("python_only")} if dataclasses.is_dataclass(cls) else {}
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for key, raw in options.items():

@@ -24,12 +24,20 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class PassSpec:
     name: str
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    children: list[PassSpec] | None = None
+    """For groups such as ``fixpoint(...)``: the enclosed pipeline."""
 
 
 def parse_pipeline(text: str) -> list[PassSpec]:
-    """Parse ``name{key=value,...},name,...``; values may be quoted or bracketed lists ``[a;b]``."""
+    """Parse ``name{key=value,...},name,...``; values may be quoted or bracketed lists ``[a;b]``;
+    ``fixpoint{max=4}(a,b)`` encloses a group."""
+    specs, pos = _parse_sequence(text, 0, nested=False)
+    return specs
+
+
+def _parse_sequence(text: str, pos: int, nested: bool) -> tuple[list[PassSpec], int]:
     specs: list[PassSpec] = []
-    pos, n = 0, len(text)
+    n = len(text)
 
     def fail(msg: str) -> PipelineError:
         return PipelineError(f"bad pipeline at column {pos + 1}: {msg}\n  {text}\n  {' ' * pos}^")
@@ -75,10 +83,18 @@ def parse_pipeline(text: str) -> list[PassSpec]:
                     break
                 else:
                     raise fail("expected ',' or '}'")
-        specs.append(PassSpec(name, options))
+        children = None
+        skip_ws()
+        if pos < n and text[pos] == "(":
+            children, pos = _parse_sequence(text, pos + 1, nested=True)
+        specs.append(PassSpec(name, options, children))
         skip_ws()
         if pos >= n:
-            return specs
+            if nested:
+                raise fail("unclosed '(' in the pipeline")
+            return specs, pos
+        if nested and text[pos] == ")":
+            return specs, pos + 1
         if text[pos] != ",":
             raise fail("expected ',' between passes")
         pos += 1
@@ -166,6 +182,16 @@ def build_passes(
     registry = registry or default_registry()
     passes: list[Pass] = []
     for spec in specs_from(pipeline):
+        if spec.children is not None:
+            if spec.name != "fixpoint":
+                raise PipelineError(f"'{spec.name}(...)': only 'fixpoint' encloses a group of passes")
+            from onnxpress.irpasses.core.fixpoint import FixedPoint
+
+            group = FixedPoint.from_options(spec.options)
+            assert isinstance(group, FixedPoint)
+            group.passes = build_passes(spec.children, registry, _depth + 1)
+            passes.append(group)
+            continue
         expansion = registry.pipeline_text(spec.name)
         if expansion is not None:
             if spec.options:

@@ -43,7 +43,7 @@ def test_ort_failures_are_the_listed_ones(corpus) -> None:
     assert not newly_passing, f"onnxruntime now passes listed cases (remove them from {KNOWN.name}): {newly_passing[:10]}"
 
 
-@pytest.mark.parametrize("pipeline", [None, "cleanup"], ids=["round-trip", "cleanup"])
+@pytest.mark.parametrize("pipeline", [None, "cleanup", "optimize"], ids=["round-trip", "cleanup", "optimize"])
 def test_rewrites_keep_every_ort_passing_case(corpus, pipeline: str | None) -> None:
     cases, baseline = corpus
     transform = conformance.pipeline_transform(pipeline) if pipeline else conformance.roundtrip

@@ -75,3 +75,25 @@ def test_cli_opt_on_det_with_real_pages(tmp_path: Path, capsys) -> None:
     assert code == 0 and "672 nodes" in out and "-> " in out
     assert "2 sample(s) from the given sample data" in out
     assert len(ir.load(tmp_path / "det.onnx").graph) == 330
+
+
+# Node counts the peers reach on the same models (tools/bench fusion, 2026-11-22: onnxslim 0.1.98 is the best
+# peer on every one of them). onnxpress must not leave more nodes.
+BEST_PEER_NODES = {"det": 326, "rec": 393, "cls": 179, "minilm": 293}
+
+
+@pytest.mark.parametrize("kind", ["det", "rec", "cls", "minilm"])
+def test_optimize_beats_the_best_peer_node_count_and_keeps_outputs(kind: str) -> None:
+    model = onnxpress.load(_path(kind))
+    out, report = onnxpress.optimize(model, "optimize", samples=_inputs(kind), verify="each", rtol=1e-4, atol=1e-5)
+    assert report.numerics is not None and all(e.within for e in report.numerics)
+    assert report.checker == "passed"
+    assert len(out.graph) <= BEST_PEER_NODES[kind]
+    assert not [n for n in out.graph if n.domain not in ("", "ai.onnx")]  # default target: standard ops only
+
+
+def test_explain_names_rules_and_near_misses() -> None:
+    _, report = onnxpress.optimize(onnxpress.load(_path("minilm")), "optimize", verify="off", explain=True)
+    text = report.explain_text()
+    assert "simplify / MergeUnsqueezes: 6 matched" in text
+    assert "near-miss at Reshape node '/bert/Reshape_1': Shape is not a constant." in text

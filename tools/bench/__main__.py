@@ -1,5 +1,8 @@
 """tools/bench: reproducible benchmarks, peers measured in the same run.
 
+``python -m onnxpress.tools.bench fusion`` -- ``-p optimize`` vs onnxslim, onnxsim, onnxoptimizer on the real
+models: nodes, transform time, ORT latency at 1 and 2 threads, output error.
+
 ``python -m onnxpress.tools.bench backends`` -- ORT vs OpenVINO latency and agreement on the real models,
 TensorRT engine builds (TensorRT-RTX on CPU machines).
 
@@ -76,12 +79,19 @@ def machine() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends"])
+    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion"])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.suite == "fusion":
+        from onnxpress.tools.bench.fusion_suite import bench_fusion, markdown
+
+        fusion = bench_fusion()
+        (args.out / "fusion.json").write_text(json.dumps({"machine": machine(), "fusion": fusion}, indent=2))
+        print("\n" + markdown(fusion))
+        return 0
     if args.suite == "backends":
         from onnxpress.tools.bench.backends_suite import bench_backends
 

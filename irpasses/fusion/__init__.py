@@ -1,0 +1,1 @@
+"""Fusion and simplification passes built from onnxscript rewrite rules (pinned) plus rules of our own."""

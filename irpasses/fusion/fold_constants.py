@@ -1,0 +1,84 @@
+"""fold-constants: evaluate nodes whose inputs are all constant (onnxscript's folder), with size caps.
+
+Also propagates shapes known statically (Shape/Size of values with static dims) so exporter shape chains
+(Shape -> Gather -> Unsqueeze -> Concat) collapse into constants where the dims are known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import onnx_ir as ir
+from onnxscript.optimizer import _constant_folding, fold_constants_ir
+
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.pass_base import Pass, PassResult
+from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
+
+
+
+@contextlib.contextmanager
+def _forgiving_evaluators() -> Iterator[None]:
+    """onnxscript 0.7 aborts the whole fold when one op's partial evaluator raises (its SplitToSequence
+    evaluator does on the ONNX conformance case test_split_to_sequence_1). Wrap each evaluator so a failure
+    leaves that node unfolded instead."""
+    registry = _constant_folding.registry
+    original = registry.lookup_evaluators
+
+    def lookup(domain: str, op_type: str, version: int) -> list[Any]:
+        return [_forgiving(e) for e in original(domain, op_type, version)]
+
+    registry.lookup_evaluators = lookup  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        registry.lookup_evaluators = original  # type: ignore[method-assign]
+
+
+def _forgiving(evaluator: Any) -> Any:
+    def call(node: ir.Node, op: Any, state: Any) -> Any:
+        try:
+            return evaluator(node, op, state)
+        except Exception:  # noqa: BLE001 - the node simply stays unfolded
+            return None
+
+    return call
+
+
+@dataclasses.dataclass
+class FoldConstants(Pass):
+    """Replace nodes computable from constants by their values (inputs up to max_input_elements elements)."""
+
+    name = "fold-constants"
+    keeps = frozenset({CONSTANTS_LIFTED})
+    required = False
+    max_input_elements: int = 1 << 20
+    max_output_elements: int = 1 << 20
+    shape_inference: bool = True
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        before = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
+        quiet = logging.getLogger("onnxscript.optimizer._constant_folding")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # it logs every op it declines to fold
+        try:
+            with _forgiving_evaluators():
+                result = fold_constants_ir(
+                    model,
+                    onnx_shape_inference=self.shape_inference,
+                    input_size_limit=self.max_input_elements,
+                    output_size_limit=self.max_output_elements,
+                )
+        finally:
+            quiet.setLevel(level)
+        modified = bool(getattr(result, "modified", False))
+        if modified:
+            # The folder leaves Constant nodes and dead producers behind: lift and sweep them here.
+            ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+            ir.passes.common.RemoveUnusedNodesPass()(model)
+        after = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
+        return self.result(model, modified or after != before, nodes_removed=before - after)

@@ -1,0 +1,40 @@
+"""fuse-gelu: 0.5 * x * (1 + Erf(x / sqrt 2)) -> Gelu: the standard op at opset >= 20, com.microsoft.Gelu
+when the target backend runs contrib ops (``--target ort``), otherwise left alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import onnx_ir as ir
+from onnxscript.rewriter import RewriteRule
+from onnxscript.rewriter.ort_fusions import erfgelu
+
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset
+
+
+def _erf_gelu_pattern_3(op, x):  # noqa: ANN001, ANN202 - torch's export: (x * 0.5) * (1 + erf(x / sqrt 2))
+    return (x * 0.5) * (op.Erf(x / math.sqrt(2)) + 1.0)
+
+
+def _standard_gelu(op, x):  # noqa: ANN001, ANN202 - onnxscript rewrite signature
+    return op.Gelu(x)
+
+
+@dataclasses.dataclass
+class FuseGelu(RuleSetPass):
+    """Fuse the erf form of GELU into one Gelu op (standard at opset 20+, com.microsoft for ORT targets)."""
+
+    name = "fuse-gelu"
+    commute = True
+
+    def rules(self, model: ir.Model, ctx: PassContext) -> list[RewriteRule]:
+        patterns = (erfgelu.erf_gelu_pattern_1, erfgelu.erf_gelu_pattern_2, _erf_gelu_pattern_3)
+        if opset(model) >= 20:
+            return [RewriteRule(p, _standard_gelu) for p in patterns]
+        if ctx.target == "ort":
+            if "com.microsoft" not in model.opset_imports:
+                model.opset_imports["com.microsoft"] = 1
+            return [RewriteRule(p, erfgelu.gelu) for p in patterns]
+        return []

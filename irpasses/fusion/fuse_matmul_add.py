@@ -1,0 +1,22 @@
+"""fuse-matmul-add: 2-D MatMul + Add(bias) -> Gemm (with transposes folded into transA/transB)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx_ir as ir
+from onnxscript.rewriter import RewriteRule
+from onnxscript.rewriter.rules.common import _matmul_add_to_gemm
+
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.fusion.rewrite import RuleSetPass, rules_of
+
+
+@dataclasses.dataclass
+class FuseMatMulAdd(RuleSetPass):
+    """Turn 2-D MatMul followed by a bias Add into Gemm."""
+
+    name = "fuse-matmul-add"
+
+    def rules(self, model: ir.Model, ctx: PassContext) -> list[RewriteRule]:
+        return rules_of(_matmul_add_to_gemm.rules)
