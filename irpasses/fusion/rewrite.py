@@ -88,6 +88,7 @@ class RuleSetPass(Pass):
         per_rule: Counter[str] = Counter()
         if count:
             model.graph.sort()  # replacements are inserted where the match root was
+            _drop_unused_initializers(model.graph)  # weights a fusion replaced, so the fixpoint settles sooner
             for node in model.graph:  # onnxscript tags the nodes a rule created with the rule's name
                 if id(node) not in before:
                     per_rule[str(node.metadata_props.get(RULE_NAME_TAG, "rewrite"))] += 1
@@ -104,6 +105,13 @@ class RuleSetPass(Pass):
                     "reason": reason,
                 }
             )
+
+
+def _drop_unused_initializers(graph: ir.Graph) -> None:
+    outputs = set(map(id, graph.outputs))
+    for name, value in list(graph.initializers.items()):
+        if not value.uses() and id(value) not in outputs and not value.is_graph_input():
+            del graph.initializers[name]
 
 
 def rules_of(*sets: Any) -> list[RewriteRule]:
