@@ -180,15 +180,29 @@ def cache_dir() -> Path:
     return path
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    import json
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write to a temporary file beside ``path`` and rename it over: readers never see a partial file."""
     import os
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    import json
+
+    write_atomic(path, json.dumps(payload, indent=2, default=str))
 
 
 def compile_model(model: ir.Model, backend: Backend, options: CompileOptions, output: Path | None = None) -> Artifact:

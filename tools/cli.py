@@ -18,15 +18,6 @@ from typing import Any
 DEMO_MODEL = Path(__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
 
 
-def _write_atomic(path: str, text: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, target)
-
-
 def _samples_arg(path: str | None) -> Any:
     from onnxpress.frontends.sample_data import NpzSamples
 
@@ -82,7 +73,9 @@ def cmd_opt(args: argparse.Namespace) -> int:
     after = summarize(out)
     if args.report:
         payload = {"input": args.input, "output": args.output, "before": before, "after": after, "report": report.to_dict()}
-        _write_atomic(args.report, json.dumps(payload, indent=2, default=float))
+        from onnxpress.backends.base import write_atomic
+
+        write_atomic(args.report, json.dumps(payload, indent=2, default=float))
     if not args.quiet:
         print(report.table())
         if args.explain:

@@ -28,6 +28,7 @@ from onnxpress.backends.base import (
     NodeSupport,
     cache_dir,
     sample_shapes,
+    write_atomic,
     write_json_atomic,
 )
 from onnxpress.backends.tensorrt.api import RTX_SUPPORTED, gpus, load_tensorrt, rtx_runs_on
@@ -242,12 +243,7 @@ class TensorRTBackend(Backend):
             "availability": self.availability().reason,
         }
         if output is not None:
-            output = Path(output)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(engine_bytes)
-            os.replace(tmp, output)
+            output = write_atomic(output, engine_bytes)
             write_json_atomic(output.with_name(output.name + ".json"), sidecar)
         return Artifact(self.name, engine_bytes, output, {**sidecar, "threads": 0})
 
