@@ -30,6 +30,8 @@ PLUGIN = Plugin(
         "fuse-matmul-add": f"{_P}.fusion.fuse_matmul_add:FuseMatMulAdd",
         "fuse-layernorm": f"{_P}.fusion.fuse_layernorm:FuseLayerNorm",
         "fuse-gelu": f"{_P}.fusion.fuse_gelu:FuseGelu",
+        "fuse-activations": f"{_P}.fusion.fuse_activations:FuseActivations",
+        "fuse-attention": f"{_P}.fusion.fuse_attention:FuseAttention",
         "shape-cse": f"{_P}.fusion.shape_cse:ShapeCse",
     },
     backends={
@@ -39,7 +41,7 @@ PLUGIN = Plugin(
     pipelines={
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",
         "noop": "topo-sort",
-        "fuse": "simplify,shape-cse,fold-batchnorm,fuse-pad-conv,fuse-conv-bias,fuse-hardswish,fuse-matmul-add,fuse-layernorm,fuse-gelu",
+        "fuse": "simplify,shape-cse,fold-batchnorm,fuse-pad-conv,fuse-conv-bias,fuse-hardswish,fuse-matmul-add,fuse-layernorm,fuse-gelu,fuse-activations,fuse-attention",
         "optimize": "fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

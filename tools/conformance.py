@@ -140,11 +140,11 @@ def roundtrip(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.ModelProto.FromString(ir.to_proto(onnxpress.load(model.SerializeToString())).SerializeToString())
 
 
-def pipeline_transform(pipeline: str) -> Transform:
+def pipeline_transform(pipeline: str, target: str | None = None) -> Transform:
     import onnxpress
 
     def transform(model: onnx.ModelProto) -> onnx.ModelProto:
-        out, _ = onnxpress.optimize(model, pipeline, verify="off")
+        out, _ = onnxpress.optimize(model, pipeline, verify="off", target=target)
         return out
 
     return transform
@@ -153,6 +153,7 @@ def pipeline_transform(pipeline: str) -> Transform:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-p", "--pipeline", help="pipeline to check (default: load/save round trip only)")
+    parser.add_argument("--target", help="target backend the passes may emit for (e.g. ort)")
     parser.add_argument("--list-ort-failures", action="store_true", help="print onnxruntime's own failures")
     args = parser.parse_args(argv)
     cases = node_cases()
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, reason in sorted(baseline.items()):
             if reason:
                 print(f"{name}\t{reason}")
-    transform = pipeline_transform(args.pipeline) if args.pipeline else roundtrip
+    transform = pipeline_transform(args.pipeline, args.target) if args.pipeline else roundtrip
     outcomes = check_transform(cases, baseline, transform)
     broken = [o for o in outcomes if not o.ok]
     print(f"{args.pipeline or 'round trip'}: {len(outcomes) - len(broken)}/{len(outcomes)} preserved")

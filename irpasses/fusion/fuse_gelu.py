@@ -1,5 +1,6 @@
-"""fuse-gelu: 0.5 * x * (1 + Erf(x / sqrt 2)) -> Gelu: the standard op at opset >= 20, com.microsoft.Gelu
-when the target backend runs contrib ops (``--target ort``), otherwise left alone."""
+"""fuse-gelu: GELU written out -> one op. Erf form 0.5 * x * (1 + Erf(x / sqrt 2)): Gelu at opset >= 20,
+com.microsoft.Gelu for ``--target ort``. Tanh form 0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 x^3))):
+Gelu(approximate="tanh") at opset >= 20, com.microsoft.FastGelu for ``--target ort``. Otherwise left alone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import onnx_ir as ir
 from onnxscript.rewriter import RewriteRule
 from onnxscript.rewriter.ort_fusions import erfgelu
+from onnxscript.rewriter.ort_fusions.gelu import GeluTanhFusion
 
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset
@@ -22,6 +24,11 @@ def _standard_gelu(op, x):  # noqa: ANN001, ANN202 - onnxscript rewrite signatur
     return op.Gelu(x)
 
 
+class _TanhGeluStandard(GeluTanhFusion):
+    def rewrite(self, op, x):  # noqa: ANN001, ANN201
+        return op.Gelu(x, approximate="tanh")
+
+
 @dataclasses.dataclass
 class FuseGelu(RuleSetPass):
     """Fuse the erf form of GELU into one Gelu op (standard at opset 20+, com.microsoft for ORT targets)."""
@@ -32,9 +39,9 @@ class FuseGelu(RuleSetPass):
     def rules(self, model: ir.Model, ctx: PassContext) -> list[RewriteRule]:
         patterns = (erfgelu.erf_gelu_pattern_1, erfgelu.erf_gelu_pattern_2, _erf_gelu_pattern_3)
         if opset(model) >= 20:
-            return [RewriteRule(p, _standard_gelu) for p in patterns]
+            return [RewriteRule(p, _standard_gelu) for p in patterns] + [_TanhGeluStandard().rule()]
         if ctx.target == "ort":
             if "com.microsoft" not in model.opset_imports:
                 model.opset_imports["com.microsoft"] = 1
-            return [RewriteRule(p, erfgelu.gelu) for p in patterns]
+            return [RewriteRule(p, erfgelu.gelu) for p in patterns] + [GeluTanhFusion().rule()]
         return []

@@ -43,10 +43,14 @@ def test_ort_failures_are_the_listed_ones(corpus) -> None:
     assert not newly_passing, f"onnxruntime now passes listed cases (remove them from {KNOWN.name}): {newly_passing[:10]}"
 
 
-@pytest.mark.parametrize("pipeline", [None, "cleanup", "optimize"], ids=["round-trip", "cleanup", "optimize"])
-def test_rewrites_keep_every_ort_passing_case(corpus, pipeline: str | None) -> None:
+@pytest.mark.parametrize(
+    ("pipeline", "target"),
+    [(None, None), ("cleanup", None), ("optimize", None), ("optimize", "ort")],
+    ids=["round-trip", "cleanup", "optimize", "optimize-for-ort"],
+)
+def test_rewrites_keep_every_ort_passing_case(corpus, pipeline: str | None, target: str | None) -> None:
     cases, baseline = corpus
-    transform = conformance.pipeline_transform(pipeline) if pipeline else conformance.roundtrip
+    transform = conformance.pipeline_transform(pipeline, target) if pipeline else conformance.roundtrip
     outcomes = conformance.check_transform(cases, baseline, transform)
     broken = [f"{o.name}: {o.reason}" for o in outcomes if not o.ok]
     assert len(outcomes) == sum(1 for r in baseline.values() if r is None) > 1300

@@ -97,3 +97,13 @@ def test_explain_names_rules_and_near_misses() -> None:
     text = report.explain_text()
     assert "simplify / MergeUnsqueezes: 6 matched" in text
     assert "near-miss at Reshape node '/bert/Reshape_1': Shape is not a constant." in text
+
+
+def test_attention_fuses_for_onnxruntime_targets_only() -> None:
+    samples = _inputs("minilm")
+    out, report = onnxpress.optimize(onnxpress.load(_path("minilm")), "optimize", samples=samples, target="ort", rtol=1e-4, atol=1e-5)
+    ops = [n.op_type for n in out.graph]
+    assert ops.count("MultiHeadAttention") == 6 and ops.count("Gelu") == 6 and "Softmax" not in ops
+    assert report.numerics is not None and all(e.within for e in report.numerics)
+    default, _ = onnxpress.optimize(onnxpress.load(_path("minilm")), "optimize", verify="off")
+    assert "MultiHeadAttention" not in [n.op_type for n in default.graph]

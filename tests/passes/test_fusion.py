@@ -177,3 +177,40 @@ def test_optimize_pipeline_is_a_fixpoint_and_round_trips_as_text() -> None:
     iterations = {int(r.spec.rsplit("#", 1)[1]) for r in report.records}
     assert iterations == {1, 2}  # the second round changes nothing and stops the loop
     assert not any(r.modified for r in report.records if r.spec.endswith("#2"))
+
+
+def test_mish_fuses_from_opset_18_only() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : {opset}]>
+    g (float[2, 8] x) => (float[2, 8] y) {{
+        s = Softplus(x)
+        t = Tanh(s)
+        y = Mul(t, x)
+    }}
+    """
+    x = RNG.standard_normal((2, 8)).astype(np.float32)
+    assert op_types(run(text.format(opset=18), "fuse-activations,dead-code", x=x)) == ["Mish"]
+    assert op_types(run(text.format(opset=17), "fuse-activations,dead-code", x=x)) == ["Softplus", "Tanh", "Mul"]
+
+
+def test_tanh_gelu_at_opset_20() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 20]>
+    g (float[2, 8] x) => (float[2, 8] y) {
+        three = Constant <value = float {3.0}> ()
+        c = Constant <value = float {0.044715}> ()
+        k = Constant <value = float {0.7978845608}> ()
+        one = Constant <value = float {1.0}> ()
+        half = Constant <value = float {0.5}> ()
+        p = Pow(x, three)
+        t2 = Mul(c, p)
+        t3 = Add(x, t2)
+        t4 = Mul(k, t3)
+        t5 = Tanh(t4)
+        t6 = Add(t5, one)
+        t7 = Mul(half, t6)
+        y = Mul(x, t7)
+    }
+    """
+    out = run(text, "lift-constants,fuse-gelu,dead-code", x=RNG.standard_normal((2, 8)).astype(np.float32))
+    assert op_types(out) == ["Gelu"] and out.graph[0].attributes["approximate"].value == "tanh"
