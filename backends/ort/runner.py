@@ -78,6 +78,7 @@ def make_session(
     optimization: str = "disable",
     threads: int = 0,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    low_memory: bool = False,
 ) -> ort.InferenceSession:
     """An ORT session; ``optimization`` is disable|basic|extended|all (checks use disable: pure graph semantics)."""
     options = ort.SessionOptions()
@@ -89,6 +90,9 @@ def make_session(
     }[optimization]
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if low_memory:  # no arena, no pre-planned pattern: memory goes back after each run (calibration)
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
     with model_source(model) as source:
         try:
             return ort.InferenceSession(source, options, providers=list(providers))

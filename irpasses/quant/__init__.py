@@ -1,0 +1,1 @@
+"""Quantization: calibration statistics and calibrators (QDQ insertion and weight-only blocks build on them)."""

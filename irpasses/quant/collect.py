@@ -1,0 +1,102 @@
+"""Run calibration samples through onnxruntime and stream intermediate activations into histograms.
+
+Nothing is kept per sample: each run's activations update the histograms and are dropped. When one sample's
+activations would exceed ``byte_budget``, the tensors are split into chunks that each fit, and the samples
+are run once per chunk, so peak memory is bounded by the budget, not by the model or the sample count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxpress.irpasses.core.errors import DataError
+from onnxpress.irpasses.core.progress import progress
+from onnxpress.irpasses.quant.histogram import DEFAULT_BINS, TensorHistogram
+
+QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+DEFAULT_BYTE_BUDGET = 96 * 2**20
+
+
+def activation_tensors(model: ir.Model, ops: frozenset[str] = QUANTIZABLE_OPS) -> list[str]:
+    """Float activations read or written by quantizable ops (weights and other constants excluded)."""
+    names: dict[str, None] = {}
+    for node in model.graph:
+        if node.op_type not in ops:
+            continue
+        for value in [*node.inputs, *node.outputs]:
+            if value is None or value.const_value is not None or not value.name:
+                continue
+            if value.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, None):
+                names[value.name] = None
+    return list(names)
+
+
+def _session(model: ir.Model, outputs: Sequence[str]) -> Any:
+    from onnxpress.backends.ort.runner import make_session
+    from onnxpress.irpasses.core.numerics import with_outputs
+
+    return make_session(with_outputs(model, list(outputs)), optimization="disable", low_memory=True)
+
+
+def collect_histograms(
+    model: ir.Model,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    tensors: Sequence[str] | None = None,
+    bins: int = DEFAULT_BINS,
+    byte_budget: int = DEFAULT_BYTE_BUDGET,
+    show_progress: bool | None = None,
+) -> dict[str, TensorHistogram]:
+    """Histograms of every tensor in ``tensors`` (default: activations of quantizable ops) over ``samples``."""
+    names = list(tensors) if tensors is not None else activation_tensors(model)
+    if not names:
+        return {}
+    sample_list = samples if isinstance(samples, list) else None
+    source = sample_list if sample_list is not None else list(samples)
+    if not source:
+        raise DataError("calibration data is empty: no sample to run")
+    histograms = {n: TensorHistogram(bins=bins) for n in names}
+    graph_inputs = [v.name for v in model.graph.inputs if v.name in histograms]
+    for sample in source:  # model inputs come straight from the data
+        for name in graph_inputs:
+            histograms[name].update(np.asarray(sample[name]))
+    computed = [n for n in names if n not in graph_inputs]
+    chunks = _plan_chunks(model, computed, source[0], byte_budget) if computed else []
+    with progress("calibrating", len(chunks) * len(source), show_progress) as bar:
+        for chunk in chunks:
+            session = _session(model, chunk)
+            wanted = [o.name for o in session.get_outputs() if o.name in histograms]
+            for sample in source:
+                feed = {i.name: np.asarray(sample[i.name]) for i in session.get_inputs()}
+                for name, array in zip(wanted, session.run(wanted, feed)):
+                    histograms[name].update(array)
+                bar.advance()
+            del session
+    return histograms
+
+
+def _plan_chunks(model: ir.Model, names: list[str], sample: Mapping[str, np.ndarray], byte_budget: int) -> list[list[str]]:
+    """Measure each tensor's size on one sample (a few tensors at a time), then pack tensors under the budget."""
+    sizes: dict[str, int] = {}
+    probe = 8
+    for start in range(0, len(names), probe):
+        part = names[start : start + probe]
+        session = _session(model, part)
+        feed = {i.name: np.asarray(sample[i.name]) for i in session.get_inputs()}
+        wanted = [o.name for o in session.get_outputs() if o.name in part]
+        for name, array in zip(wanted, session.run(wanted, feed)):
+            sizes[name] = int(np.asarray(array).nbytes)
+        del session
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for name in names:
+        size = sizes.get(name, 0)
+        if chunks[-1] and used + size > byte_budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(name)
+        used += size
+    return chunks

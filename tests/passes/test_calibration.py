@@ -1,0 +1,64 @@
+"""Streaming calibration statistics and calibrators (groundwork for QDQ insertion)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import onnxpress
+from onnxpress.irpasses.core import DataError
+from onnxpress.irpasses.quant import calibrators
+from onnxpress.irpasses.quant.collect import activation_tensors, collect_histograms
+from onnxpress.irpasses.quant.histogram import TensorHistogram
+from onnxpress.tools.testing import mlp_proto
+
+RNG = np.random.default_rng(0)
+
+
+def test_histogram_growth_keeps_every_count() -> None:
+    h = TensorHistogram(bins=64)
+    first, second = RNG.uniform(-1, 1, 1000), RNG.uniform(-7, 7, 500)
+    h.update(first)
+    h.update(second)
+    assert h.counts.sum() == 1500 and h.top >= 7
+    assert h.minimum == pytest.approx(min(first.min(), second.min()))
+    # after merging, counts below 1.0 are still exactly those of |x| < 1 (bin edges stay aligned)
+    below_one = h.counts[h.edges[1:] <= 1.0].sum()
+    assert below_one == np.sum(np.abs(np.concatenate([first, second])) < h.edges[h.edges <= 1.0][-1])
+
+
+def test_calibrators_on_known_distributions() -> None:
+    h = TensorHistogram()
+    data = np.concatenate([RNG.standard_normal(200_000), [40.0, -35.0]])  # two outliers
+    h.update(data)
+    lo, hi = calibrators.minmax(h)
+    assert (lo, hi) == (pytest.approx(-35.0), pytest.approx(40.0))
+    _, p = calibrators.percentile(h, 99.9)
+    assert p == pytest.approx(np.quantile(np.abs(data), 0.999), rel=0.02)
+    _, e = calibrators.entropy(h)
+    assert 2.0 < e < 10.0  # KL keeps the bulk of a unit normal and clips the outliers
+    _, m = calibrators.mse(h)
+    # MSE weighs the two outliers' squared error (~2,250) against rounding error over 200k values, so it
+    # clips less than KL, but still below the maximum
+    assert e < m < 40.0
+    laplace = TensorHistogram()
+    laplace.update(RNG.laplace(size=200_000))
+    _, m_laplace = calibrators.mse(laplace)
+    assert 3.0 < m_laplace < float(np.abs(RNG.laplace(size=200_000)).max())
+
+
+def test_collect_matches_direct_activations(mlp_samples) -> None:
+    model = onnxpress.load(mlp_proto())
+    names = activation_tensors(model)
+    assert names == ["x", "h", "ri", "y"]
+    samples = list(onnxpress.frontends.sample_data.NpzSamples(mlp_samples))
+    histograms = collect_histograms(model, samples, byte_budget=64)  # forces one chunk per tensor
+    x = np.concatenate([s["x"] for s in samples])
+    assert histograms["x"].minimum == pytest.approx(float(x.min()))
+    assert histograms["x"].seen == x.size
+    assert all(h.seen > 0 for h in histograms.values())
+
+
+def test_empty_calibration_data_is_refused() -> None:
+    with pytest.raises(DataError, match="calibration data is empty"):
+        collect_histograms(onnxpress.load(mlp_proto()), [])
