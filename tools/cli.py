@@ -77,7 +77,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
 
         write_atomic(args.report, json.dumps(payload, indent=2, default=float))
     if not args.quiet:
-        print(report.table())
+        print(report.table(compact=not args.all_passes))
         if args.explain:
             print(report.explain_text())
         print(
@@ -257,13 +257,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if results else 2
 
 
+def _demo_pages(folder: str) -> str | None:
+    """Two rendered text pages as DATA for the demo's numeric check (needs Pillow and rapidocr, test extras)."""
+    try:
+        import numpy as np
+
+        from onnxpress.tools.real_models import text_pages
+
+        pages = text_pages(2)
+    except Exception:  # without the extras the demo checks on random inputs and says so
+        return None
+    path = os.path.join(folder, "pages.npz")
+    np.savez(path, x=np.stack([p["x"] for p in pages]))
+    return path
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    out = args.output or os.path.join(tempfile.mkdtemp(prefix="onnxpress-demo-"), "det.optimized.onnx")
+    folder = tempfile.mkdtemp(prefix="onnxpress-demo-")
+    out = args.output or os.path.join(folder, "det.optimized.onnx")
+    pages = _demo_pages(folder)
     print(f"onnxpress demo: '{DEMO_MODEL.name}' (PP-OCRv4 text detection, embedded) -p optimize -> {out}\n")
     ns = argparse.Namespace(
-        input=str(DEMO_MODEL), output=out, pipeline="optimize", calib=None, inputs=None, target=None, report=None,
+        input=str(DEMO_MODEL), output=out, pipeline="optimize", calib=None, inputs=pages, target=None, report=None,
         verify_each=True, no_verify=False, rtol=1e-4, atol=1e-5, dump_ir=None, reproducer_dir=None, bisect=False,
-        target_opset=None, max_ir_version=None, quiet=False, explain=False,
+        target_opset=None, max_ir_version=None, quiet=False, explain=False, all_passes=False,
     )
     return cmd_opt(ns)
 
@@ -291,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--bisect", action="store_true", help="on a failed check, find the first optional pass at fault")
     opt.add_argument("--target-opset", type=int, help="convert the model to this opset first")
     opt.add_argument("--max-ir-version", type=int, help="cap the IR version written (e.g. 13 for onnxruntime 1.31)")
+    opt.add_argument("--all-passes", action="store_true", help="report every pass run, also those that changed nothing")
     opt.add_argument("--explain", action="store_true", help="list, per fusion rule, the sites that matched and the near-misses with reasons")
     opt.add_argument("-q", "--quiet", action="store_true")
     opt.set_defaults(func=cmd_opt)

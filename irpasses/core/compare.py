@@ -56,7 +56,8 @@ def compare_arrays(name: str, ref: object, got: object, rtol: float, atol: float
     finite = np.isfinite(r) & np.isfinite(g)
     diff = np.abs(r[finite] - g[finite])
     max_abs = float(diff.max()) if diff.size else 0.0
-    denom = np.maximum(np.abs(r[finite]), np.finfo(np.float32).tiny)
+    # relative to |ref|, but not below atol: near-zero references would otherwise report rel errors of 1e30
+    denom = np.maximum(np.abs(r[finite]), max(atol, float(np.finfo(np.float32).tiny)))
     max_rel = float((diff / denom).max()) if diff.size else 0.0
     norm = float(np.linalg.norm(r[finite]) * np.linalg.norm(g[finite]))
     cosine = float(np.dot(r[finite], g[finite]) / norm) if norm > 0 else (1.0 if max_abs == 0 else 0.0)

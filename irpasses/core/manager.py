@@ -106,13 +106,16 @@ class PipelineReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=float)
 
-    def table(self) -> str:
-        """A fixed-width per-pass table for terminals and logs."""
+    def table(self, compact: bool = False) -> str:
+        """A fixed-width per-pass table for terminals and logs; ``compact`` folds runs that changed nothing."""
         rows = [f"{'pass':<28} {'ms':>8} {'nodes':>13} {'weights':>21} {'RSS MiB':>8}  notes"]
+        unchanged = [r for r in self.records if not r.modified and not r.skipped and not r.inserted]
         for r in self.records:
+            if compact and r in unchanged:
+                continue
             nodes = f"{r.nodes_before}->{r.nodes_after}" if r.modified else f"{r.nodes_after}"
             mb = format_bytes(r.weight_bytes_after)
-            if r.weight_bytes_before != r.weight_bytes_after:
+            if format_bytes(r.weight_bytes_before) != mb:
                 mb = f"{format_bytes(r.weight_bytes_before)}->{mb}"
             notes = []
             if r.skipped:
@@ -124,6 +127,8 @@ class PipelineReport:
             notes += [f"{k}={v}" for k, v in r.stats.items() if v]
             notes += r.notes
             rows.append(f"{r.spec:<28} {r.seconds * 1e3:>8.1f} {nodes:>13} {mb:>21} {r.rss_mib:>8.0f}  {', '.join(notes)}")
+        if compact and unchanged:
+            rows.append(f"({len(unchanged)} more pass runs changed nothing: {sum(r.seconds for r in unchanged) * 1e3:.0f} ms)")
         rows.append(f"total {self.seconds:.2f} s, peak RSS {self.peak_rss_mib:.0f} MiB; checker: {self.checker}")
         if self.numerics is not None:
             for e in self.numerics:
