@@ -19,6 +19,7 @@ PLUGIN = Plugin(
         "infer-shapes": f"{_P}.cleanup.infer_shapes:InferShapes",
         "set-ir-version": f"{_P}.cleanup.set_ir_version:SetIrVersion",
         "anonymize-dims": f"{_P}.cleanup.anonymize_dims:AnonymizeDims",
+        "inputs-to-constants": f"{_P}.cleanup.inputs_to_constants:InputsToConstants",
         "graphsurgeon": f"{_P}.core.gs_bridge:GraphSurgeonPass",
         "fixpoint": f"{_P}.core.fixpoint:FixedPoint",
         "fold-constants": f"{_P}.fusion.fold_constants:FoldConstants",
@@ -42,6 +43,6 @@ PLUGIN = Plugin(
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",
         "noop": "topo-sort",
         "fuse": "simplify,shape-cse,fold-batchnorm,fuse-pad-conv,fuse-conv-bias,fuse-hardswish,fuse-matmul-add,fuse-layernorm,fuse-gelu,fuse-activations,fuse-attention",
-        "optimize": "fixpoint(cleanup,fold-constants,fuse),topo-sort",
+        "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

@@ -169,8 +169,8 @@ def test_placeholder_dim_names_are_not_merged() -> None:
 
 
 def test_optimize_pipeline_is_a_fixpoint_and_round_trips_as_text() -> None:
-    (group, sort) = build_passes("optimize")
-    assert group.name == "fixpoint" and sort.name == "topo-sort"
+    (inputs, group, sort) = build_passes("optimize")
+    assert (inputs.name, group.name, sort.name) == ("inputs-to-constants", "fixpoint", "topo-sort")
     assert parse_pipeline(group.spec())[0].children is not None
     model = onnxpress.load(onnxpress.tools.testing.mlp_proto())
     _, report = PassManager([group]).run(model)
@@ -214,3 +214,23 @@ def test_tanh_gelu_at_opset_20() -> None:
     """
     out = run(text, "lift-constants,fuse-gelu,dead-code", x=RNG.standard_normal((2, 8)).astype(np.float32))
     assert op_types(out) == ["Gelu"] and out.graph[0].attributes["approximate"].value == "tanh"
+
+
+def test_ir3_initializer_inputs_become_constants_so_batchnorm_folds() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(RNG.standard_normal((3, 2, 1, 1)).astype(np.float32), "w")
+    bn = [numpy_helper.from_array(v.astype(np.float32), n) for n, v in (("s", RNG.random(3) + 0.5), ("b", RNG.random(3)), ("m", RNG.random(3)), ("v", RNG.random(3) + 0.5))]
+    inits = [w, *bn]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])],
+        "ir3",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])] + [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)) for t in inits],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    proto.ir_version = 3
+    out, report = onnxpress.optimize(proto, "optimize", samples=[{"x": RNG.standard_normal((1, 2, 4, 4)).astype(np.float32)}])
+    assert [n.op_type for n in out.graph.node] == ["Conv"] and [i.name for i in out.graph.input] == ["x"]
+    assert out.ir_version >= 4 and all(e.within for e in report.numerics)
