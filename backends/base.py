@@ -185,12 +185,15 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     import os
     import tempfile
 
+    from onnxpress.frontends.onnx_file import default_file_mode
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; outputs get the usual umask mode
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

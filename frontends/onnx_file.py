@@ -20,6 +20,13 @@ from onnx_ir import external_data
 from onnxpress.irpasses.cleanup.topo_sort import sort_or_explain
 from onnxpress.irpasses.core.errors import ExternalDataError, InvalidModelError, UnsafeOutputError
 from onnxpress.irpasses.core.progress import progress
+
+
+def default_file_mode() -> int:
+    """0666 minus the process umask: the mode a plain open() would have given a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 from onnxpress.irpasses.core.verify import verification_problems
 
 SOURCE_KEY = "onnxpress.source"
@@ -206,6 +213,7 @@ def save(
                 ir.save(model, tmp, external_data=data_name, callback=lambda tensor, info: bar.advance())
         else:
             ir.save(model, tmp)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; outputs get the usual umask mode
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

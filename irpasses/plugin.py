@@ -33,6 +33,7 @@ PLUGIN = Plugin(
         "fuse-gelu": f"{_P}.fusion.fuse_gelu:FuseGelu",
         "fuse-activations": f"{_P}.fusion.fuse_activations:FuseActivations",
         "fuse-attention": f"{_P}.fusion.fuse_attention:FuseAttention",
+        "weight-only": f"{_P}.quant.weight_only:WeightOnly",
         "shape-cse": f"{_P}.fusion.shape_cse:ShapeCse",
     },
     backends={
@@ -43,6 +44,8 @@ PLUGIN = Plugin(
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",
         "noop": "topo-sort",
         "fuse": "simplify,shape-cse,fold-batchnorm,fuse-pad-conv,fuse-conv-bias,fuse-hardswish,fuse-matmul-add,fuse-layernorm,fuse-gelu,fuse-activations,fuse-attention",
+        "w4": "optimize,weight-only{bits=4,block=32}",
+        "w8": "optimize,weight-only{bits=8,block=32}",
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

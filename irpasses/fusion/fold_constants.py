@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import onnx_ir as ir
+from onnx_ir.passes import common as common_passes
 from onnxscript.optimizer import _constant_folding, fold_constants_ir
 
 from onnxpress.irpasses.core.context import PassContext
@@ -78,7 +79,7 @@ class FoldConstants(Pass):
         modified = bool(getattr(result, "modified", False))
         if modified:
             # The folder leaves Constant nodes and dead producers behind: lift and sweep them here.
-            ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-            ir.passes.common.RemoveUnusedNodesPass()(model)
+            common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+            common_passes.RemoveUnusedNodesPass()(model)
         after = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph))
         return self.result(model, modified or after != before, nodes_removed=before - after)

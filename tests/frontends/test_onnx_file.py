@@ -150,3 +150,14 @@ def test_external_data_escaping_the_folder(mlp_external: Path, location: str) ->
     with pytest.raises(ExternalDataError, match="tensor 'w1'.*(escapes the model's folder|must be a relative path)"):
         onnxpress.load(mlp_external)
     assert digest(mlp_external.parent) == before
+
+
+def test_outputs_get_normal_permissions(mlp_file: Path, tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        out = onnxpress.save(onnxpress.load(mlp_file), tmp_path / "o.onnx")
+        assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    finally:
+        os.umask(mask)

@@ -27,13 +27,17 @@ from pathlib import Path
 
 def run_measured(argv: list[str]) -> tuple[float, float, int]:
     """Wall seconds, peak RSS (MiB, from the kernel's accounting of that child alone) and exit code."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr.read().decode()[-2000:] if proc.stderr else "")
+    import tempfile
+
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty child must never block on it
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-2000:])
     return wall, usage.ru_maxrss / 1024, proc.returncode
 
 
@@ -79,12 +83,22 @@ def machine() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion"])
+    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion", "quant"])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.suite == "quant":
+        from onnxpress.tools.bench.quant_suite import bench_quant
+
+        rows = bench_quant()
+        (args.out / "quant.json").write_text(json.dumps({"machine": machine(), "quant": rows}, indent=2))
+        print("\n| all-MiniLM-L6-v2 | MB | mean cosine | min cosine | retrieval agreement | ORT ms (1t) | quantize s | quantize peak MiB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for label, r in rows.items():
+            print(f"| {label} | {r.get('mb', 0):.1f} | {r.get('cosine_mean', 0):.5f} | {r.get('cosine_min', 0):.5f} | {r.get('retrieval_agreement', 0):.3f} | {r.get('ms_1t', 0):.2f} | {r.get('quantize_s', 0):.2f} | {r.get('quantize_peak_mib', 0):.0f} |")
+        return 0
     if args.suite == "fusion":
         from onnxpress.tools.bench.fusion_suite import bench_fusion, markdown
 
