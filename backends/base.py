@@ -182,23 +182,11 @@ def cache_dir() -> Path:
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write to a temporary file beside ``path`` and rename it over: readers never see a partial file."""
-    import os
-    import tempfile
-
-    from onnxpress.frontends.onnx_file import default_file_mode
+    from onnxpress.frontends.onnx_file import atomic_path
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; outputs get the usual umask mode
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
     return target
 
 

@@ -7,8 +7,10 @@ read. The input is never modified; saving refuses to overwrite the input or its 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -27,6 +29,21 @@ def default_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[str]:
+    """A temporary path beside ``target`` to write to; renamed over ``target`` only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; outputs get the usual umask mode
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 from onnxpress.irpasses.core.verify import verification_problems
 
 SOURCE_KEY = "onnxpress.source"
@@ -205,20 +222,13 @@ def save(
     original_ir = model.ir_version
     if max_ir_version is not None:
         model.ir_version = min(original_ir, max_ir_version)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
     try:
-        if external:
-            with progress(f"saving {target.name}", None, show_progress) as bar:
-                ir.save(model, tmp, external_data=data_name, callback=lambda tensor, info: bar.advance())
-        else:
-            ir.save(model, tmp)
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; outputs get the usual umask mode
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(target) as tmp:
+            if external:
+                with progress(f"saving {target.name}", None, show_progress) as bar:
+                    ir.save(model, tmp, external_data=data_name, callback=lambda tensor, info: bar.advance())
+            else:
+                ir.save(model, tmp)
     finally:
         model.ir_version = original_ir
     return target

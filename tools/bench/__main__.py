@@ -14,6 +14,7 @@ Results go to ``bench-out/`` (JSON) and are printed as a Markdown table for BENC
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -89,32 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.suite == "quant":
-        from onnxpress.tools.bench.quant_suite import bench_quant
-
-        rows = bench_quant()
-        (args.out / "quant.json").write_text(json.dumps({"machine": machine(), "quant": rows}, indent=2))
-        print("\n| all-MiniLM-L6-v2 | MB | mean cosine | min cosine | retrieval agreement | ORT ms (1t) | quantize s | quantize peak MiB |")
-        print("|---|---|---|---|---|---|---|---|")
-        for label, r in rows.items():
-            print(f"| {label} | {r.get('mb', 0):.1f} | {r.get('cosine_mean', 0):.5f} | {r.get('cosine_min', 0):.5f} | {r.get('retrieval_agreement', 0):.3f} | {r.get('ms_1t', 0):.2f} | {r.get('quantize_s', 0):.2f} | {r.get('quantize_peak_mib', 0):.0f} |")
-        return 0
-    if args.suite == "fusion":
-        from onnxpress.tools.bench.fusion_suite import bench_fusion, markdown
-
-        fusion = bench_fusion()
-        (args.out / "fusion.json").write_text(json.dumps({"machine": machine(), "fusion": fusion}, indent=2))
-        print("\n" + markdown(fusion))
-        return 0
-    if args.suite == "backends":
-        from onnxpress.tools.bench.backends_suite import bench_backends
-
-        rows = bench_backends()
-        (args.out / "backends.json").write_text(json.dumps({"machine": machine(), "backends": rows}, indent=2))
-        print("\n| model | ORT ms | OpenVINO ms | OpenVINO / ORT | min cosine | TensorRT build s | engine MB |")
-        print("|---|---|---|---|---|---|---|")
-        for label, r in rows.items():
-            print(f"| {label} | {r['ort_ms']:.2f} | {r['openvino_ms']:.2f} | {r['openvino_ms'] / r['ort_ms']:.2f} | {r['cosine_min']:.7f} | {r['tensorrt_build_s']:.2f} | {r['engine_mb']:.1f} |")
+    if args.suite != "io":
+        module = importlib.import_module(f"onnxpress.tools.bench.{args.suite}_suite")
+        rows = getattr(module, f"bench_{args.suite}")()
+        (args.out / f"{args.suite}.json").write_text(json.dumps({"machine": machine(), args.suite: rows}, indent=2))
+        print("\n" + module.markdown(rows))
         return 0
     result = {"machine": machine(), "io": bench_io(args.out, args.repeats, args.blocks)}
     (args.out / "io.json").write_text(json.dumps(result, indent=2))

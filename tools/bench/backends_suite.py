@@ -45,3 +45,13 @@ def bench_backends(runs: int = 20) -> dict[str, dict[str, Any]]:
         rows[label] = row
         print(f"  {label}: {row}", flush=True)
     return rows
+
+
+def markdown(rows: dict[str, dict[str, Any]]) -> str:
+    lines = ["| model | ORT ms | OpenVINO ms | OpenVINO / ORT | min cosine | TensorRT build s | engine MB |", "|---|---|---|---|---|---|---|"]
+    for label, r in rows.items():
+        lines.append(
+            f"| {label} | {r['ort_ms']:.2f} | {r['openvino_ms']:.2f} | {r['openvino_ms'] / r['ort_ms']:.2f} | "
+            f"{r['cosine_min']:.7f} | {r['tensorrt_build_s']:.2f} | {r['engine_mb']:.1f} |"
+        )
+    return "\n".join(lines)

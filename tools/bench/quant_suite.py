@@ -81,3 +81,16 @@ def bench_quant() -> dict[str, dict[str, float]]:
     for label, values in times.items():
         rows[label]["ms_1t"] = statistics.median(values)
     return rows
+
+
+def markdown(rows: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "| all-MiniLM-L6-v2 | MB | mean cosine | min cosine | retrieval agreement | ORT ms (1t) | quantize s | quantize peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in rows.items():
+        lines.append(
+            f"| {label} | {r.get('mb', 0):.1f} | {r.get('cosine_mean', 0):.5f} | {r.get('cosine_min', 0):.5f} | "
+            f"{r.get('retrieval_agreement', 0):.3f} | {r.get('ms_1t', 0):.2f} | {r.get('quantize_s', 0):.2f} | {r.get('quantize_peak_mib', 0):.0f} |"
+        )
+    return "\n".join(lines)
