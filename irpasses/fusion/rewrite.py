@@ -39,11 +39,12 @@ class ExplainTracer(MatchingTracer):
 
 
 def required_ops(rule: RewriteRule) -> frozenset[str] | None:
-    """Op types every match of ``rule`` contains (None if unknown). Reads onnxscript 0.7 internals, pinned."""
+    """The op type every match of ``rule`` is rooted at (None if unknown). Only the root: other pattern nodes
+    may sit in alternatives (OrValue) that a match need not use. Reads onnxscript 0.7 internals, pinned."""
     try:
-        nodes = rule._target_pattern._nodes  # noqa: SLF001
-        return frozenset(str(n.op.value()) for n in nodes if hasattr(n.op, "value"))
-    except AttributeError:
+        root = rule._target_pattern.output_node  # noqa: SLF001
+        return frozenset({str(root.op.value())}) if hasattr(root.op, "value") else None
+    except (AttributeError, ValueError):
         return None
 
 

@@ -234,3 +234,48 @@ def test_ir3_initializer_inputs_become_constants_so_batchnorm_folds() -> None:
     out, report = onnxpress.optimize(proto, "optimize", samples=[{"x": RNG.standard_normal((1, 2, 4, 4)).astype(np.float32)}])
     assert [n.op_type for n in out.graph.node] == ["Conv"] and [i.name for i in out.graph.input] == ["x"]
     assert out.ir_version >= 4 and all(e.within for e in report.numerics)
+
+
+LAYERNORM_FORMS = {
+    "mean-variance": """
+        mean = ReduceMean <keepdims = 1> (x, axes)
+        d = Sub(x, mean)
+        sq = Pow(d, two)
+        var = ReduceMean <keepdims = 1> (sq, axes)
+        ve = Add(var, eps)
+        sd = Sqrt(ve)
+        n = Div(d, sd)""",
+    "moments (tf2onnx)": """
+        mean = ReduceMean <keepdims = 1> (x, axes)
+        xx = Mul(x, x)
+        ex2 = ReduceMean <keepdims = 1> (xx, axes)
+        m2 = Mul(mean, mean)
+        var = Sub(ex2, m2)
+        ve = Add(var, eps)
+        sd = Sqrt(ve)
+        d = Sub(x, mean)
+        n = Div(d, sd)""",
+}
+
+
+@pytest.mark.parametrize("form", sorted(LAYERNORM_FORMS))
+def test_layernorm_forms_fuse_with_bias(form: str) -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 18]>
+    g (float[2, 5, 16] x) => (float[2, 5, 16] y) {
+        axes = Constant <value = int64[1] {-1}> ()
+        two = Constant <value = float {2.0}> ()
+        eps = Constant <value = float {1e-5}> ()
+        gamma = Constant <value = float[16] {1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16}> ()
+        beta = Constant <value = float[16] {0,1,0,1,0,1,0,1,0,1,0,1,0,1,0,1}> ()
+        %s
+        s = Mul(n, gamma)
+        y = Add(s, beta)
+    }
+    """ % LAYERNORM_FORMS[form]
+    before = parse_model(text)
+    after = parse_model(text)
+    PassManager(build_passes("optimize")).run(after)
+    assert op_types(after) == ["LayerNormalization"] and len(after.graph[0].inputs) == 3
+    x = (RNG.standard_normal((2, 5, 16)) * 3 + 1).astype(np.float32)
+    assert_same_outputs(before, after, {"x": x}, rtol=1e-4, atol=1e-5)
