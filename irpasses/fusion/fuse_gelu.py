@@ -31,7 +31,7 @@ class _TanhGeluStandard(GeluTanhFusion):
 
 @dataclasses.dataclass
 class FuseGelu(RuleSetPass):
-    """Fuse the erf form of GELU into one Gelu op (standard at opset 20+, com.microsoft for ORT targets)."""
+    """Fuse GELU (erf and tanh forms) into one op (standard Gelu at opset 20+, com.microsoft for ORT targets)."""
 
     name = "fuse-gelu"
     commute = True
