@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,3 @@ class PassContext:
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
-
-
-ProgressFactory = Callable[[str, int | None], Any]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
@@ -83,7 +83,3 @@ class Reproducer(PassInstrument):
             f"replay: onnxpress opt input.onnx -o out.onnx -p \"$(cat pipeline.txt)\" --verify-each --debug\n"
         )
         self.written = self.folder
-
-
-def describe(obj: Any) -> str:
-    return getattr(obj, "name", type(obj).__name__)

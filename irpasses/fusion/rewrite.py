@@ -15,7 +15,7 @@ from onnxscript.rewriter import RULE_NAME_TAG, MatchingTracer, MatchStatus, Rewr
 
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
-from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
+from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
 
 
 def rule_name(rule: RewriteRule) -> str:
