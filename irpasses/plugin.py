@@ -27,6 +27,7 @@ PLUGIN = Plugin(
         "fold-batchnorm": f"{_P}.fusion.fold_batchnorm:FoldBatchNorm",
         "fuse-pad-conv": f"{_P}.fusion.fuse_pad_conv:FusePadConv",
         "fuse-conv-bias": f"{_P}.fusion.fuse_conv_bias:FuseConvBias",
+        "fuse-conv-affine": f"{_P}.fusion.fuse_conv_affine:FuseConvAffine",
         "fuse-hardswish": f"{_P}.fusion.fuse_hardswish:FuseHardSwish",
         "fuse-matmul-add": f"{_P}.fusion.fuse_matmul_add:FuseMatMulAdd",
         "fuse-layernorm": f"{_P}.fusion.fuse_layernorm:FuseLayerNorm",
@@ -43,7 +44,7 @@ PLUGIN = Plugin(
     pipelines={
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",
         "noop": "topo-sort",
-        "fuse": "simplify,shape-cse,fold-batchnorm,fuse-pad-conv,fuse-conv-bias,fuse-hardswish,fuse-matmul-add,fuse-layernorm,fuse-gelu,fuse-activations,fuse-attention",
+        "fuse": "simplify,shape-cse,fold-batchnorm,fuse-pad-conv,fuse-conv-affine,fuse-conv-bias,fuse-hardswish,fuse-matmul-add,fuse-layernorm,fuse-gelu,fuse-activations,fuse-attention",
         "w4": "optimize,weight-only{bits=4,block=32}",
         "w8": "optimize,weight-only{bits=8,block=32}",
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",

@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from onnxpress.irpasses.core.numerics import DEFAULT_ATOL, DEFAULT_RTOL
+
 DEMO_MODEL = Path(__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
 
 
@@ -279,7 +281,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"onnxpress demo: '{DEMO_MODEL.name}' (PP-OCRv4 text detection, embedded) -p optimize -> {out}\n")
     ns = argparse.Namespace(
         input=str(DEMO_MODEL), output=out, pipeline="optimize", calib=None, inputs=pages, target=None, report=None,
-        verify_each=True, no_verify=False, rtol=1e-4, atol=1e-5, dump_ir=None, reproducer_dir=None, bisect=False,
+        verify_each=True, no_verify=False, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, dump_ir=None, reproducer_dir=None, bisect=False,
         target_opset=None, max_ir_version=None, quiet=False, explain=False, all_passes=False,
     )
     return cmd_opt(ns)
@@ -301,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--report", help="write the JSON report here")
     opt.add_argument("--verify-each", action="store_true", help="numeric check after every pass that changed the model")
     opt.add_argument("--no-verify", action="store_true", help="skip the numeric check (structural checks still run)")
-    opt.add_argument("--rtol", type=float, default=1e-4)
-    opt.add_argument("--atol", type=float, default=1e-5)
+    opt.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    opt.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     opt.add_argument("--dump-ir", metavar="DIR", help="write the textual IR after every pass that changed it")
     opt.add_argument("--reproducer-dir", metavar="DIR", help="on failure, write the input model and pipeline here")
     opt.add_argument("--bisect", action="store_true", help="on a failed check, find the first optional pass at fault")
@@ -328,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--backend", action="append", help="backend(s) to run on (default: onnxruntime, no graph optimization)")
     compare.add_argument("--inputs", help="DATA (default: random inputs, with a warning)")
     compare.add_argument("--json", action="store_true")
-    compare.add_argument("--rtol", type=float, default=1e-4)
-    compare.add_argument("--atol", type=float, default=1e-5)
+    compare.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    compare.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     compare.set_defaults(func=cmd_compare)
 
     def backend_options(p: argparse.ArgumentParser) -> None:

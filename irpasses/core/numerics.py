@@ -23,8 +23,11 @@ if TYPE_CHECKING:
     from onnxpress.irpasses.core.manager import PassRecord, PipelineReport
     from onnxpress.irpasses.core.pass_base import Pass
 
-DEFAULT_RTOL = 1e-4
-DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-4
+"""Float rewrites reassociate arithmetic; a deep CNN amplifies that rounding. onnxruntime's own graph
+optimizations move PP-OCRv4 det's probability map by up to 8e-5, so a tighter default would reject exact
+rewrites as often as it catches wrong ones (a wrong rewrite moves outputs by orders of magnitude more)."""
 
 
 def run_model(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

@@ -85,7 +85,7 @@ BEST_PEER_NODES = {"det": 326, "rec": 393, "cls": 179, "minilm": 293}
 @pytest.mark.parametrize("kind", ["det", "rec", "cls", "minilm"])
 def test_optimize_beats_the_best_peer_node_count_and_keeps_outputs(kind: str) -> None:
     model = onnxpress.load(_path(kind))
-    out, report = onnxpress.optimize(model, "optimize", samples=_inputs(kind), verify="each", rtol=1e-4, atol=1e-5)
+    out, report = onnxpress.optimize(model, "optimize", samples=_inputs(kind), verify="each")
     assert report.numerics is not None and all(e.within for e in report.numerics)
     assert report.checker == "passed"
     assert len(out.graph) <= BEST_PEER_NODES[kind]
@@ -101,7 +101,7 @@ def test_explain_names_rules_and_near_misses() -> None:
 
 def test_attention_fuses_for_onnxruntime_targets_only() -> None:
     samples = _inputs("minilm")
-    out, report = onnxpress.optimize(onnxpress.load(_path("minilm")), "optimize", samples=samples, target="ort", rtol=1e-4, atol=1e-5)
+    out, report = onnxpress.optimize(onnxpress.load(_path("minilm")), "optimize", samples=samples, target="ort")
     ops = [n.op_type for n in out.graph]
     assert ops.count("MultiHeadAttention") == 6 and ops.count("Gelu") == 6 and "Softmax" not in ops
     assert report.numerics is not None and all(e.within for e in report.numerics)

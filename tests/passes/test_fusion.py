@@ -279,3 +279,43 @@ def test_layernorm_forms_fuse_with_bias(form: str) -> None:
     assert op_types(after) == ["LayerNormalization"] and len(after.graph[0].inputs) == 3
     x = (RNG.standard_normal((2, 5, 16)) * 3 + 1).astype(np.float32)
     assert_same_outputs(before, after, {"x": x}, rtol=1e-4, atol=1e-5)
+
+
+AFFINE_BLOCKS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 3, 6, 6] x) => (float[1, 4, 6, 6] y) {
+    w1 = Constant <value = float[5, 3, 3, 3] {%s}> ()
+    b1 = Constant <value = float[5] {0.1, -0.2, 0.3, 0.0, 0.5}> ()
+    s = Constant <value = float[1] {0.9}> ()
+    t = Constant <value = float[1] {-0.25}> ()
+    w2 = Constant <value = float[4, 5, 1, 1] {%s}> ()
+    c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+    m1 = Mul(c1, s)
+    a1 = Add(m1, t)
+    h = HardSwish(a1)
+    m2 = Mul(h, s)
+    a2 = Add(m2, t)
+    y = Conv(a2, w2)
+}
+"""
+
+
+def test_affine_blocks_around_convs_fold_into_their_weights() -> None:
+    w1 = ", ".join(f"{v:.4f}" for v in RNG.standard_normal(135))
+    w2 = ", ".join(f"{v:.4f}" for v in RNG.standard_normal(20))
+    x = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    out = run(AFFINE_BLOCKS % (w1, w2), "lift-constants,fuse-conv-affine,fuse-conv-bias,dead-code", x=x)
+    assert op_types(out) == ["Conv", "HardSwish", "Conv"]
+
+
+def test_affine_before_a_padded_conv_stays() -> None:
+    text = AFFINE_BLOCKS.replace("y = Conv(a2, w2)", "y = Conv <pads = [1, 1, 1, 1]> (a2, w3)").replace(
+        "float[4, 5, 1, 1]", "float[4, 5, 1, 1]"
+    )
+    text = text.replace("    c1 = Conv", "    w3 = Constant <value = float[4, 5, 3, 3] {%s}> ()\n    c1 = Conv")
+    w1 = ", ".join(f"{v:.4f}" for v in RNG.standard_normal(135))
+    w2 = ", ".join(f"{v:.4f}" for v in RNG.standard_normal(20))
+    w3 = ", ".join(f"{v:.4f}" for v in RNG.standard_normal(180))
+    x = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    out = run(text % (w1, w2, w3), "lift-constants,fuse-conv-affine,fuse-conv-bias,dead-code", x=x)
+    assert op_types(out) == ["Conv", "HardSwish", "Mul", "Add", "Conv"]
