@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import onnx
 import onnx_ir as ir
-
 from onnxpress.frontends.onnx_file import load, save
 from onnxpress.frontends.sample_data import as_samples, random_inputs, validated
 from onnxpress.irpasses.core import (

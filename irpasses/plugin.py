@@ -35,6 +35,9 @@ PLUGIN = Plugin(
         "fuse-activations": f"{_P}.fusion.fuse_activations:FuseActivations",
         "fuse-attention": f"{_P}.fusion.fuse_attention:FuseAttention",
         "weight-only": f"{_P}.quant.weight_only:WeightOnly",
+        "qdq": f"{_P}.quant.qdq:QDQ",
+        "dynamic-quant": f"{_P}.quant.dynamic:DynamicQuant",
+        "convert-opset": f"{_P}.cleanup.convert_opset:ConvertOpset",
         "shape-cse": f"{_P}.fusion.shape_cse:ShapeCse",
     },
     backends={
@@ -47,6 +50,11 @@ PLUGIN = Plugin(
         "fuse": "simplify,shape-cse,fold-batchnorm,fuse-pad-conv,fuse-conv-affine,fuse-conv-bias,fuse-hardswish,fuse-matmul-add,fuse-layernorm,fuse-gelu,fuse-activations,fuse-attention",
         "w4": "optimize,weight-only{bits=4,block=32}",
         "w8": "optimize,weight-only{bits=8,block=32}",
+        "int8": "convert-opset{min=17},optimize,qdq",
+        "int8-dynamic": "optimize,dynamic-quant",
+        "auto": 'convert-opset{min=17},optimize,qdq{fidelity="cosine>=0.995",eval_samples=8}',
+        "auto-dynamic": 'optimize,dynamic-quant{fidelity="cosine>=0.997",eval_samples=16}',
+        "fp8": "convert-opset{min=19},optimize,qdq{activations=fp8}",
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

@@ -24,12 +24,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ----- fixtures over the shared model builders in onnxpress.tools.testing ---------------------------
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-
-from onnxpress.tools.testing import mlp_proto as _mlp_proto  # noqa: E402
+import numpy as np
+import onnx
+from onnxpress.tools.testing import mlp_proto as _mlp_proto
 
 
 @pytest.fixture()

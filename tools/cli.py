@@ -30,7 +30,12 @@ def _samples_arg(path: str | None) -> Any:
 def cmd_opt(args: argparse.Namespace) -> int:
     import onnxpress
     from onnxpress.frontends.onnx_file import check_output_path
-    from onnxpress.irpasses.core import DumpIR, Reproducer, build_passes, default_registry
+    from onnxpress.irpasses.core import (
+        DumpIR,
+        Reproducer,
+        build_passes,
+        default_registry,
+    )
     from onnxpress.irpasses.core.manager import format_bytes
     from onnxpress.irpasses.core.pipeline_text import pipeline_to_text
     from onnxpress.tools.model_summary import summarize
@@ -263,7 +268,6 @@ def _demo_pages(folder: str) -> str | None:
     """Two rendered text pages as DATA for the demo's numeric check (needs Pillow and rapidocr, test extras)."""
     try:
         import numpy as np
-
         from onnxpress.tools.real_models import text_pages
 
         pages = text_pages(2)

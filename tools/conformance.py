@@ -64,7 +64,6 @@ def _same(expected: Any, got: Any, rtol: float, atol: float, path: str) -> str |
 def run_on_ort(model: onnx.ModelProto, inputs: list[Any], outputs: list[Any], rtol: float, atol: float) -> str | None:
     """None when onnxruntime reproduces the expected outputs, else the reason."""
     import onnxruntime as ort
-
     from onnxpress.backends.ort.runner import max_ir_version
 
     if model.ir_version > max_ir_version():  # stamp what the runtime reads, as our ORT backend does
@@ -134,7 +133,6 @@ def check_transform(cases: Iterable[Any], baseline: dict[str, str | None], trans
 def roundtrip(model: onnx.ModelProto) -> onnx.ModelProto:
     """load -> IR -> save, as bytes."""
     import onnx_ir as ir
-
     import onnxpress
 
     return onnx.ModelProto.FromString(ir.to_proto(onnxpress.load(model.SerializeToString())).SerializeToString())

@@ -6,7 +6,6 @@ import collections
 from typing import Any
 
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.manager import count_nodes
 
 

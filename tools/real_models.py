@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-
 from onnxpress.backends.base import cache_dir
 from onnxpress.irpasses.core.errors import BackendUnavailableError
 
@@ -60,7 +59,7 @@ def minilm_onnx() -> Path:
             super().__init__()
             self.bert = bert
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN202
+        def forward(self, input_ids, attention_mask, token_type_ids):
             hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -110,7 +109,7 @@ def minilm_samples(texts: list[str], max_len: int = 64) -> list[dict[str, np.nda
     return samples
 
 
-def _font(size: int):  # noqa: ANN202
+def _font(size: int):
     from PIL import ImageFont
 
     return ImageFont.load_default(size=size)

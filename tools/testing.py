@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
-
 from onnxpress.backends.ort.runner import make_session, run_session
 
 

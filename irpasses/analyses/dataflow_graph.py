@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import networkx as nx
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.analysis import Analysis
 from onnxpress.irpasses.core.context import PassContext
 

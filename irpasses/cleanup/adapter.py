@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 

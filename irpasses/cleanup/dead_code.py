@@ -6,9 +6,12 @@ import dataclasses
 
 import onnx_ir as ir
 from onnx_ir.passes import common
-
 from onnxpress.irpasses.cleanup.adapter import OnnxIrPass
-from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, SHAPES_INFERRED, TOPO_SORTED
+from onnxpress.irpasses.core.properties import (
+    CONSTANTS_LIFTED,
+    SHAPES_INFERRED,
+    TOPO_SORTED,
+)
 
 
 @dataclasses.dataclass

@@ -14,10 +14,13 @@ import hashlib
 
 import numpy as np
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
-from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, SHAPES_INFERRED, TOPO_SORTED
+from onnxpress.irpasses.core.properties import (
+    CONSTANTS_LIFTED,
+    SHAPES_INFERRED,
+    TOPO_SORTED,
+)
 
 
 def _contents(tensor: ir.TensorProtocol) -> bytes | memoryview:

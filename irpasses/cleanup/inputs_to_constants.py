@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
-from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, SHAPES_INFERRED, TOPO_SORTED
+from onnxpress.irpasses.core.properties import (
+    CONSTANTS_LIFTED,
+    SHAPES_INFERRED,
+    TOPO_SORTED,
+)
 
 
 @dataclasses.dataclass

@@ -6,11 +6,14 @@ import dataclasses
 
 import networkx as nx
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import InvalidModelError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
-from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, SHAPES_INFERRED, TOPO_SORTED
+from onnxpress.irpasses.core.properties import (
+    CONSTANTS_LIFTED,
+    SHAPES_INFERRED,
+    TOPO_SORTED,
+)
 from onnxpress.irpasses.core.verify import first_use_before_def, node_label
 
 

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-
 from onnxpress.irpasses.core.analysis import AnalysisManager
 from onnxpress.irpasses.core.progress import progress as _progress
 
@@ -30,7 +29,7 @@ class PassContext:
     show_progress: bool | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def progress(self, description: str, total: int | None = None):  # noqa: ANN201 - context manager
+    def progress(self, description: str, total: int | None = None):
         return _progress(description, total, self.show_progress)
 
     def rng(self) -> np.random.Generator:

@@ -14,7 +14,6 @@ from typing import Any
 
 import onnx_ir as ir
 from onnx_ir import external_data
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult

@@ -10,10 +10,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.compare import OutputError
 from onnxpress.irpasses.core.context import PassContext
-from onnxpress.irpasses.core.errors import OnnxpressError, PassFailed, PipelineError, VerificationError
+from onnxpress.irpasses.core.errors import (
+    OnnxpressError,
+    PassFailed,
+    PipelineError,
+    VerificationError,
+)
 from onnxpress.irpasses.core.fixpoint import FixedPoint
 from onnxpress.irpasses.core.instrument import PassInstrument
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
@@ -393,4 +397,4 @@ def bisect(
     return hi
 
 
-__all__ = ["PassManager", "PassRecord", "PipelineReport", "plan_pipeline", "bisect", "VerificationError"]
+__all__ = ["PassManager", "PassRecord", "PipelineReport", "VerificationError", "bisect", "plan_pipeline"]

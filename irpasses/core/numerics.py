@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
-
-from onnxpress.irpasses.core.compare import OutputError, compare_arrays, compare_outputs, merge
+from onnxpress.irpasses.core.compare import (
+    OutputError,
+    compare_arrays,
+    compare_outputs,
+    merge,
+)
 from onnxpress.irpasses.core.errors import BackendUnavailableError, NumericMismatchError
 from onnxpress.irpasses.core.instrument import PassInstrument
 from onnxpress.irpasses.core.snapshot import snapshot
@@ -28,6 +32,9 @@ DEFAULT_ATOL = 1e-4
 """Float rewrites reassociate arithmetic; a deep CNN amplifies that rounding. onnxruntime's own graph
 optimizations move PP-OCRv4 det's probability map by up to 8e-5, so a tighter default would reject exact
 rewrites as often as it catches wrong ones (a wrong rewrite moves outputs by orders of magnitude more)."""
+DEFAULT_MIN_COSINE = 0.99
+"""For pipelines with a lossy pass (quantization, low rank, pruning): each output's cosine similarity to the
+original must reach this; rtol/atol cannot judge an intended approximation."""
 
 
 def run_model(model: ir.Model, samples: Iterable[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -85,6 +92,8 @@ class NumericsCheck(PassInstrument):
     strict: bool = True
     """False: a model ORT cannot run is reported as unchecked instead of failing."""
     samples_are_random: bool = False
+    min_cosine: float | None = None
+    """Judge outputs by cosine similarity instead of rtol/atol; set automatically when a pass is lossy."""
     final: list[OutputError] | None = None
     skipped_reason: str | None = None
     _original: ir.Model | None = None
@@ -92,6 +101,8 @@ class NumericsCheck(PassInstrument):
     _last_max: float = 0.0
 
     def before_pipeline(self, model: ir.Model, passes: list[Pass]) -> None:
+        if self.min_cosine is None and any(getattr(p, "lossy", False) for p in passes):
+            self.min_cosine = DEFAULT_MIN_COSINE
         self._original = snapshot(model)
         try:
             self._reference = run_model(self._original, self.samples)
@@ -112,6 +123,8 @@ class NumericsCheck(PassInstrument):
         failing_sample = None
         for i, (ref, out) in enumerate(zip(self._reference, got)):
             errs = compare_outputs(ref, out, self.rtol, self.atol)
+            if self.min_cosine is not None:
+                errs = [dataclasses.replace(e, within=bool(e.cosine >= self.min_cosine)) for e in errs]
             if failing_sample is None and not all(e.within for e in errs):
                 failing_sample = i
             errors = merge(errors, errs)
@@ -120,11 +133,13 @@ class NumericsCheck(PassInstrument):
             bad = worst(errors)
             assert bad is not None and self._original is not None
             where = f"pass '{pass_name}'" if pass_name else "the pipeline"
-            node = locate_divergence(self._original, model, self.samples[failing_sample], self.rtol, self.atol)
+            node = None
+            if self.min_cosine is None:  # in a lossy pipeline every node differs; the first says nothing
+                node = locate_divergence(self._original, model, self.samples[failing_sample], self.rtol, self.atol)
             detail = f"; first diverging node: {node}" if node else ""
             hint = None if pass_name else "rerun with --verify-each (or --bisect) to find the pass"
             raise NumericMismatchError(
-                f"{where} changed output '{bad.name}' beyond rtol={self.rtol:g}, atol={self.atol:g}: "
+                f"{where} changed output '{bad.name}' beyond {self._criterion()}: "
                 f"max abs error {bad.max_abs:.3g}, max rel error {bad.max_rel:.3g}, cosine {bad.cosine:.6f}"
                 f"{' (' + bad.note + ')' if bad.note else ''}{detail}",
                 pass_name=pass_name,
@@ -149,4 +164,9 @@ class NumericsCheck(PassInstrument):
         self.final = self._check(model, None)
         report.numerics = self.final
         kind = "generated random inputs" if self.samples_are_random else "the given sample data"
-        report.numerics_note = f"{len(self.samples)} sample(s) from {kind}, rtol={self.rtol:g}, atol={self.atol:g}"
+        report.numerics_note = f"{len(self.samples)} sample(s) from {kind}, {self._criterion()}"
+
+    def _criterion(self) -> str:
+        if self.min_cosine is not None:
+            return f"cosine >= {self.min_cosine:g} (lossy pipeline)"
+        return f"rtol={self.rtol:g}, atol={self.atol:g}"

@@ -15,7 +15,6 @@ import typing
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.properties import Property
@@ -41,6 +40,8 @@ class Pass(ir.passes.InPlacePass):
     keeps: ClassVar[frozenset[Any]] = frozenset()
     """Properties and Analysis classes this pass leaves valid when it modifies the model."""
     required: ClassVar[bool] = True
+    lossy: ClassVar[bool] = False
+    """True for intended approximations (quantization): the numeric check then judges by cosine similarity."""
     """False: an optimization that bisection may skip without breaking the pipeline."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ the input model, and a registered *provider* pass to establish a missing fact be
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import onnx_ir as ir
 

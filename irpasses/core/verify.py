@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.errors import VerificationError
 
 

@@ -14,12 +14,10 @@ from typing import Any
 
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
-from onnxscript.optimizer import _constant_folding, fold_constants_ir
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
-
+from onnxscript.optimizer import _constant_folding, fold_constants_ir
 
 
 @contextlib.contextmanager

@@ -9,25 +9,24 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
-from onnxscript.rewriter import RewriteRule
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset
+from onnxscript.rewriter import RewriteRule
 
 
-def _mish_pattern(op, x):  # noqa: ANN001, ANN202
+def _mish_pattern(op, x):
     return x * op.Tanh(op.Softplus(x))
 
 
-def _mish(op, x):  # noqa: ANN001, ANN202
+def _mish(op, x):
     return op.Mish(x)
 
 
-def _silu_pattern(op, x):  # noqa: ANN001, ANN202
+def _silu_pattern(op, x):
     return x * op.Sigmoid(x)
 
 
-def _swish(op, x):  # noqa: ANN001, ANN202
+def _swish(op, x):
     return op.Swish(x)
 
 

@@ -17,10 +17,9 @@ import dataclasses
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import MatchResult, RewriteRule, pattern
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.fusion.rewrite import RuleSetPass
+from onnxscript.rewriter import MatchResult, RewriteRule, pattern
 
 
 def _head_size(shape: ir.Value) -> int | None:
@@ -39,7 +38,7 @@ def _head_size(shape: ir.Value) -> int | None:
 
 
 class MultiHeadAttentionFusion(pattern.RewriteRuleClassBase):
-    def pattern(self, op, q, k, v, shape_q, shape_k, shape_v, scale, bias, shape_out):  # noqa: ANN001, ANN201
+    def pattern(self, op, q, k, v, shape_q, shape_k, shape_v, scale, bias, shape_out):
         qt = op.Transpose(op.Reshape(q, shape_q, _allow_other_attributes=True), perm=[0, 2, 1, 3])
         kt = op.Transpose(op.Reshape(k, shape_k, _allow_other_attributes=True), perm=[0, 2, 3, 1])
         vt = op.Transpose(op.Reshape(v, shape_v, _allow_other_attributes=True), perm=[0, 2, 1, 3])
@@ -47,7 +46,7 @@ class MultiHeadAttentionFusion(pattern.RewriteRuleClassBase):
         context = op.MatMul(op.Softmax(scores, axis=-1), vt)
         return op.Reshape(op.Transpose(context, perm=[0, 2, 1, 3]), shape_out, _allow_other_attributes=True)
 
-    def check(self, context, q, k, v, shape_q, shape_k, shape_v, scale, bias, shape_out, **_) -> MatchResult:  # noqa: ANN001
+    def check(self, context, q, k, v, shape_q, shape_k, shape_v, scale, bias, shape_out, **_) -> MatchResult:
         result = MatchResult()
         head = _head_size(shape_q)
         if head is None or _head_size(shape_k) != head or _head_size(shape_v) != head:
@@ -62,7 +61,7 @@ class MultiHeadAttentionFusion(pattern.RewriteRuleClassBase):
         self._heads = hidden // head
         return result
 
-    def rewrite(self, op, q, k, v, shape_q, shape_k, shape_v, scale, bias, shape_out):  # noqa: ANN001, ANN201
+    def rewrite(self, op, q, k, v, shape_q, shape_k, shape_v, scale, bias, shape_out):
         scale_value = float(np.asarray(scale.const_value.numpy()).reshape(-1)[0])
         return op.MultiHeadAttention(
             q, k, v, None, None, bias, num_heads=self._heads, scale=scale_value, _domain="com.microsoft"

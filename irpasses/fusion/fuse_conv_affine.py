@@ -16,11 +16,10 @@ import dataclasses
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import MatchResult, RewriteRule, pattern
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.fusion.fuse_conv_bias import _per_channel
 from onnxpress.irpasses.fusion.rewrite import RuleSetPass
+from onnxscript.rewriter import MatchResult, RewriteRule, pattern
 
 
 def _bias(conv: ir.Node) -> ir.Value | None:
@@ -38,10 +37,10 @@ def _unpadded(conv: ir.Node) -> bool:
 class ConvMulScale(pattern.RewriteRuleClassBase):
     """Mul(Conv(x, W[, b]), s) -> Conv(x, W * s, b * s)."""
 
-    def pattern(self, op, x, w, scale):  # noqa: ANN001, ANN201
+    def pattern(self, op, x, w, scale):
         return op.Mul(op.Conv(x, w, _allow_other_attributes=True, _allow_other_inputs=True, _outputs=["conv_out"]), scale)
 
-    def check(self, context, x, w, scale, conv_out, **_) -> MatchResult:  # noqa: ANN001
+    def check(self, context, x, w, scale, conv_out, **_) -> MatchResult:
         result = MatchResult()
         b = _bias(conv_out.producer())
         if w.const_value is None or (b is not None and b.const_value is None):
@@ -52,7 +51,7 @@ class ConvMulScale(pattern.RewriteRuleClassBase):
             return result.fail(f"the scale is not a per-output-channel constant (shape {scale.shape})")
         return result
 
-    def rewrite(self, op, x, w, scale, conv_out):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x, w, scale, conv_out):
         b = _bias(conv_out.producer())
         weight = w.const_value.numpy()
         s = _per_channel(scale, weight.shape[0], weight.ndim).astype(weight.dtype)
@@ -67,7 +66,7 @@ class ConvMulScale(pattern.RewriteRuleClassBase):
 class AffineIntoConv(pattern.RewriteRuleClassBase):
     """Conv(Add(Mul(y, s), t), W[, b]) -> Conv(y, W * s, b + sum(W * t)) for an unpadded Conv."""
 
-    def pattern(self, op, y, s, t, w):  # noqa: ANN001, ANN201
+    def pattern(self, op, y, s, t, w):
         shifted = op.Add(op.Mul(y, s, _outputs=["scaled"]), t, _outputs=["shifted"])
         return op.Conv(shifted, w, _allow_other_attributes=True, _allow_other_inputs=True, _outputs=["conv_out"])
 
@@ -83,7 +82,7 @@ class AffineIntoConv(pattern.RewriteRuleClassBase):
             return None
         return scale, shift
 
-    def check(self, context, y, s, t, w, scaled, shifted, conv_out, **_) -> MatchResult:  # noqa: ANN001
+    def check(self, context, y, s, t, w, scaled, shifted, conv_out, **_) -> MatchResult:
         result = MatchResult()
         conv = conv_out.producer()
         b = _bias(conv)
@@ -98,7 +97,7 @@ class AffineIntoConv(pattern.RewriteRuleClassBase):
             return result.fail("scale/shift are not scalars or per-input-channel constants (group 1)")
         return result
 
-    def rewrite(self, op, y, s, t, w, scaled, shifted, conv_out):  # noqa: ANN001, ANN201
+    def rewrite(self, op, y, s, t, w, scaled, shifted, conv_out):
         conv = conv_out.producer()
         b = _bias(conv)
         group = conv.attributes.get_int("group", 1)

@@ -9,10 +9,9 @@ import dataclasses
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import MatchResult, RewriteRule, pattern
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.fusion.rewrite import RuleSetPass
+from onnxscript.rewriter import MatchResult, RewriteRule, pattern
 
 
 def _per_channel(value: ir.Value, channels: int, rank: int) -> np.ndarray | None:
@@ -30,7 +29,7 @@ def _per_channel(value: ir.Value, channels: int, rank: int) -> np.ndarray | None
 
 
 class _ConvAddBase(pattern.RewriteRuleClassBase):
-    def check(self, context, x, w, add_const, conv_out, b=None, **_) -> MatchResult:  # noqa: ANN001
+    def check(self, context, x, w, add_const, conv_out, b=None, **_) -> MatchResult:
         result = MatchResult()
         weight = w.const_value
         if weight is None:
@@ -43,7 +42,7 @@ class _ConvAddBase(pattern.RewriteRuleClassBase):
             return result.fail("the Conv bias is not a constant")
         return result
 
-    def _fused(self, op, x, w, add_const, conv_out, b=None):  # noqa: ANN001, ANN202
+    def _fused(self, op, x, w, add_const, conv_out, b=None):
         weight = w.const_value
         extra = _per_channel(add_const, weight.shape[0], len(weight.shape))
         bias = extra if b is None else b.const_value.numpy() + extra
@@ -53,18 +52,18 @@ class _ConvAddBase(pattern.RewriteRuleClassBase):
 
 
 class ConvAddBias(_ConvAddBase):
-    def pattern(self, op, x, w, add_const):  # noqa: ANN001, ANN201
+    def pattern(self, op, x, w, add_const):
         return op.Add(op.Conv(x, w, _allow_other_attributes=True, _outputs=["conv_out"]), add_const)
 
-    def rewrite(self, op, x, w, add_const, conv_out):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x, w, add_const, conv_out):
         return self._fused(op, x, w, add_const, conv_out)
 
 
 class ConvBiasAddBias(_ConvAddBase):
-    def pattern(self, op, x, w, b, add_const):  # noqa: ANN001, ANN201
+    def pattern(self, op, x, w, b, add_const):
         return op.Add(op.Conv(x, w, b, _allow_other_attributes=True, _outputs=["conv_out"]), add_const)
 
-    def rewrite(self, op, x, w, b, add_const, conv_out):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x, w, b, add_const, conv_out):
         return self._fused(op, x, w, add_const, conv_out, b)
 
 

@@ -8,24 +8,23 @@ import dataclasses
 import math
 
 import onnx_ir as ir
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset
 from onnxscript.rewriter import RewriteRule
 from onnxscript.rewriter.ort_fusions import erfgelu
 from onnxscript.rewriter.ort_fusions.gelu import GeluTanhFusion
 
-from onnxpress.irpasses.core.context import PassContext
-from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset
 
-
-def _erf_gelu_pattern_3(op, x):  # noqa: ANN001, ANN202 - torch's export: (x * 0.5) * (1 + erf(x / sqrt 2))
+def _erf_gelu_pattern_3(op, x):
     return (x * 0.5) * (op.Erf(x / math.sqrt(2)) + 1.0)
 
 
-def _standard_gelu(op, x):  # noqa: ANN001, ANN202 - onnxscript rewrite signature
+def _standard_gelu(op, x):
     return op.Gelu(x)
 
 
 class _TanhGeluStandard(GeluTanhFusion):
-    def rewrite(self, op, x):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x):
         return op.Gelu(x, approximate="tanh")
 
 

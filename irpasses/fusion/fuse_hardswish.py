@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset
 from onnxscript.rewriter import RewriteRule
 from onnxscript.rewriter.rules.common._fuse_hardswish import (
     HardSigmoidFusion,
@@ -16,14 +18,11 @@ from onnxscript.rewriter.rules.common._fuse_hardswish import (
     HardSwishFusionFromHardSigmoid,
 )
 
-from onnxpress.irpasses.core.context import PassContext
-from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset
-
 
 class HardSwishAsHardSigmoidMul(HardSwishFusion):
     """Below opset 14: x * Clip(x + 3, 0, 6) / 6 -> x * HardSigmoid(x) (4 nodes -> 2)."""
 
-    def rewrite(self, op, x, clip_min, clip_max, bias, divisor):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x, clip_min, clip_max, bias, divisor):
         return op.Mul(x, op.HardSigmoid(x, alpha=1.0 / 6.0, beta=0.5))
 
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
-from onnxscript.rewriter import MatchResult, RewriteRule, pattern
-from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_rules
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset
+from onnxscript.rewriter import MatchResult, RewriteRule, pattern
+from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_rules
 
 
 class LayerNormFromMoments(pattern.RewriteRuleClassBase):
     """(x - E[x]) / sqrt(E[x^2] - E[x]^2 + eps) * scale -> LayerNormalization(x, scale)."""
 
-    def pattern(self, op, x, scale, epsilon):  # noqa: ANN001, ANN201
+    def pattern(self, op, x, scale, epsilon):
         mean = op.ReduceMean(x, [-1], keepdims=1)
         mean_of_squares = op.ReduceMean(pattern.OrValue([op.Mul(x, x), op.Pow(x, 2)]), [-1], keepdims=1)
         variance = op.Sub(mean_of_squares, pattern.OrValue([op.Mul(mean, mean), op.Pow(mean, 2)]))
@@ -29,7 +28,7 @@ class LayerNormFromMoments(pattern.RewriteRuleClassBase):
         normalized = pattern.OrValue([op.Div(deviation, std), op.Mul(deviation, op.Reciprocal(std))])
         return op.Mul(normalized, scale)
 
-    def check(self, context, x, scale, epsilon, **_) -> MatchResult:  # noqa: ANN001
+    def check(self, context, x, scale, epsilon, **_) -> MatchResult:
         result = MatchResult()
         if x.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE):
             return result.fail("the input is not a float type")
@@ -39,7 +38,7 @@ class LayerNormFromMoments(pattern.RewriteRuleClassBase):
         self._epsilon = float(eps.numpy().reshape(-1)[0])
         return result
 
-    def rewrite(self, op, x, scale, epsilon, **_):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x, scale, epsilon, **_):
         return op.LayerNormalization(x, scale, axis=-1, epsilon=self._epsilon)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
-from onnxscript.rewriter import RewriteRule
-from onnxscript.rewriter.rules.common import _fuse_pad_into_conv
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.fusion.rewrite import RuleSetPass, rules_of
+from onnxscript.rewriter import RewriteRule
+from onnxscript.rewriter.rules.common import _fuse_pad_into_conv
 
 
 @dataclasses.dataclass

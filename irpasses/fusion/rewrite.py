@@ -11,11 +11,16 @@ from collections import Counter
 from typing import Any
 
 import onnx_ir as ir
-from onnxscript.rewriter import RULE_NAME_TAG, MatchingTracer, MatchStatus, RewriteRule, RewriteRuleSet
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
+from onnxscript.rewriter import (
+    RULE_NAME_TAG,
+    MatchingTracer,
+    MatchStatus,
+    RewriteRule,
+    RewriteRuleSet,
+)
 
 
 def rule_name(rule: RewriteRule) -> str:
@@ -42,7 +47,7 @@ def required_ops(rule: RewriteRule) -> frozenset[str] | None:
     """The op type every match of ``rule`` is rooted at (None if unknown). Only the root: other pattern nodes
     may sit in alternatives (OrValue) that a match need not use. Reads onnxscript 0.7 internals, pinned."""
     try:
-        root = rule._target_pattern.output_node  # noqa: SLF001
+        root = rule._target_pattern.output_node
         return frozenset({str(root.op.value())}) if hasattr(root.op, "value") else None
     except (AttributeError, ValueError):
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED

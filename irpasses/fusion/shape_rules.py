@@ -31,10 +31,10 @@ def merged_unsqueeze_axes(first: list[int], second: list[int]) -> list[int]:
 
 
 class MergeUnsqueezes(pattern.RewriteRuleClassBase):
-    def pattern(self, op, x, axes1, axes2):  # noqa: ANN001, ANN201
+    def pattern(self, op, x, axes1, axes2):
         return op.Unsqueeze(op.Unsqueeze(x, axes1, _outputs=["inner"]), axes2)
 
-    def check(self, context, x, axes1, axes2, inner) -> MatchResult:  # noqa: ANN001
+    def check(self, context, x, axes1, axes2, inner) -> MatchResult:
         result = MatchResult()
         a1, a2 = _const(axes1), _const(axes2)
         if a1 is None or a2 is None:
@@ -45,16 +45,16 @@ class MergeUnsqueezes(pattern.RewriteRuleClassBase):
             return result.fail("the inner Unsqueeze has other users")
         return result
 
-    def rewrite(self, op, x, axes1, axes2, inner):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x, axes1, axes2, inner):
         axes = merged_unsqueeze_axes([int(a) for a in _const(axes1).reshape(-1)], [int(a) for a in _const(axes2).reshape(-1)])
         return op.Unsqueeze(x, op.initializer(ir.tensor(np.array(axes, dtype=np.int64)), (inner.name or "unsqueeze") + "_axes"))
 
 
 class MaterializeConstantOfShape(pattern.RewriteRuleClassBase):
-    def pattern(self, op, shape):  # noqa: ANN001, ANN201
+    def pattern(self, op, shape):
         return op.ConstantOfShape(shape, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, shape, out) -> MatchResult:  # noqa: ANN001
+    def check(self, context, shape, out) -> MatchResult:
         result = MatchResult()
         dims = _const(shape)
         if dims is None:
@@ -63,7 +63,7 @@ class MaterializeConstantOfShape(pattern.RewriteRuleClassBase):
             return result.fail(f"the result would hold {int(np.prod(dims))} elements (cap {MAX_MATERIALIZED_ELEMENTS})")
         return result
 
-    def rewrite(self, op, shape, out):  # noqa: ANN001, ANN201
+    def rewrite(self, op, shape, out):
         attr = out.producer().attributes.get("value")
         fill = attr.value.numpy().reshape(-1)[0] if attr is not None else np.float32(0)
         array = np.full([int(d) for d in _const(shape).reshape(-1)], fill, dtype=np.asarray(fill).dtype)
@@ -74,10 +74,10 @@ class _BooleanIdentity(pattern.RewriteRuleClassBase):
     op_type = "And"
     neutral = True
 
-    def pattern(self, op, x, c):  # noqa: ANN001, ANN201
+    def pattern(self, op, x, c):
         return getattr(op, self.op_type)(x, c)
 
-    def check(self, context, x, c) -> MatchResult:  # noqa: ANN001
+    def check(self, context, x, c) -> MatchResult:
         result = MatchResult()
         value = _const(c)
         if value is None or not np.all(value == self.neutral):
@@ -86,7 +86,7 @@ class _BooleanIdentity(pattern.RewriteRuleClassBase):
             return result.fail("the constant could broadcast the other input")
         return result
 
-    def rewrite(self, op, x, c):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x, c):
         return op.Identity(x)
 
 
@@ -99,10 +99,10 @@ class OrFalse(_BooleanIdentity):
 
 
 class FlattenRankOne(pattern.RewriteRuleClassBase):
-    def pattern(self, op, x, shape):  # noqa: ANN001, ANN201
+    def pattern(self, op, x, shape):
         return op.Reshape(x, shape, _allow_other_attributes=True)
 
-    def check(self, context, x, shape) -> MatchResult:  # noqa: ANN001
+    def check(self, context, x, shape) -> MatchResult:
         result = MatchResult()
         target = _const(shape)
         if target is None or target.reshape(-1).tolist() != [-1]:
@@ -111,7 +111,7 @@ class FlattenRankOne(pattern.RewriteRuleClassBase):
             return result.fail("the input is not known to be rank 1")
         return result
 
-    def rewrite(self, op, x, shape):  # noqa: ANN001, ANN201
+    def rewrite(self, op, x, shape):
         return op.Identity(x)
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.fusion.rewrite import RuleSetPass, rules_of
+from onnxpress.irpasses.fusion.shape_rules import shape_rules
 from onnxscript.rewriter import RewriteRule
 from onnxscript.rewriter.rules.common import (
     _basic_rules,
@@ -21,10 +24,6 @@ from onnxscript.rewriter.rules.common import (
     _remove_expand_before_binary_op,
     _remove_optional_bias,
 )
-
-from onnxpress.irpasses.core.context import PassContext
-from onnxpress.irpasses.fusion.rewrite import RuleSetPass, rules_of
-from onnxpress.irpasses.fusion.shape_rules import shape_rules
 
 
 @dataclasses.dataclass

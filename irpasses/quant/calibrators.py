@@ -10,7 +10,6 @@ All but MinMax pick a symmetric clipping threshold t on |x| (the range is then [
 from __future__ import annotations
 
 import numpy as np
-
 from onnxpress.irpasses.quant.histogram import TensorHistogram
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.errors import DataError
 from onnxpress.irpasses.core.progress import progress
 from onnxpress.irpasses.quant.histogram import DEFAULT_BINS, TensorHistogram

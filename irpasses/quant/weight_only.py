@@ -15,7 +15,6 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
@@ -111,6 +110,7 @@ class WeightOnly(Pass):
     """Quantize MatMul weights block-wise to 4/8 bits as com.microsoft.MatMulNBits (needs --target ort)."""
 
     name = "weight-only"
+    lossy = True
     keeps = frozenset({TOPO_SORTED, CONSTANTS_LIFTED})
     needs = frozenset({CONSTANTS_LIFTED})
     bits: Literal[4, 8] = 4

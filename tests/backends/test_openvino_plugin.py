@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import onnxpress
+import pytest
 from onnxpress.backends.base import get_backend
 from onnxpress.irpasses.core.registry import default_registry
 from onnxpress.tools import real_models

@@ -5,10 +5,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxpress
 import pytest
 from onnx import TensorProto, helper
-
-import onnxpress
 from onnxpress.backends.base import CompileOptions, compile_model, get_backend
 from onnxpress.irpasses.core import BackendUnavailableError
 from onnxpress.tools.testing import mlp_proto
@@ -51,7 +50,7 @@ def test_custom_ops_are_registered_through_onnxruntime_extensions() -> None:
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
     @onnx_op(op_type="OnnxpressTestTriple", inputs=[PyCustomOpDef.dt_float], outputs=[PyCustomOpDef.dt_float])
-    def triple(x):  # noqa: ANN001, ANN202 - a stand-in for a packed-weight kernel
+    def triple(x):
         return x * 3
 
     node = helper.make_node("OnnxpressTestTriple", ["x"], ["y"], domain="ai.onnx.contrib")

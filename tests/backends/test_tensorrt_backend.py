@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import onnxpress
+import pytest
 from onnxpress.backends.base import CompileOptions, compile_model, get_backend
 from onnxpress.backends.tensorrt import backend as trt_backend
 from onnxpress.irpasses.core import BackendUnavailableError
@@ -34,7 +33,7 @@ def test_det_engine_and_sidecar_from_the_cli(tmp_path: Path, capsys) -> None:
 
 
 def test_engine_availability_is_explained_without_a_gpu(monkeypatch) -> None:
-    monkeypatch.setattr(trt_backend, "gpus", lambda: [])
+    monkeypatch.setattr(trt_backend, "gpus", list)
     status = trt_backend.TensorRTBackend.availability()
     assert status.can_compile and not status.can_run and "no NVIDIA GPU" in status.reason
     with pytest.raises(BackendUnavailableError, match="cannot run here: .*no NVIDIA GPU"):

@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-
 from onnxpress.irpasses.core.registry import reset_default_registry
 from onnxpress.tools.cli import main
 from onnxpress.tools.testing import digest

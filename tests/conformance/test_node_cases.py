@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from onnxpress.tools import conformance
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import onnx_ir as ir
-import pytest
-
 import onnxpress
+import pytest
 from onnxpress.irpasses.analyses.dataflow_graph import DataflowGraph
 from onnxpress.irpasses.core import PassContext, PassManager, PassOptionError
 from onnxpress.irpasses.core.gs_bridge import graphsurgeon

@@ -5,9 +5,8 @@ import json
 
 import numpy as np
 import onnx_ir as ir
-import pytest
-
 import onnxpress
+import pytest
 from onnxpress.irpasses.core import (
     CALIBRATED,
     TOPO_SORTED,

@@ -4,9 +4,19 @@ import dataclasses
 from typing import Literal
 
 import pytest
-
-from onnxpress.irpasses.core import Pass, PassOptionError, PipelineError, Registry, build_passes, parse_pipeline
-from onnxpress.irpasses.core.pipeline_text import PassSpec, load_recipe, pipeline_to_text
+from onnxpress.irpasses.core import (
+    Pass,
+    PassOptionError,
+    PipelineError,
+    Registry,
+    build_passes,
+    parse_pipeline,
+)
+from onnxpress.irpasses.core.pipeline_text import (
+    PassSpec,
+    load_recipe,
+    pipeline_to_text,
+)
 
 
 @dataclasses.dataclass

@@ -5,11 +5,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxpress
 import pytest
 from onnx import TensorProto, helper
-
-import onnxpress
-from onnxpress.irpasses.core import ExternalDataError, InvalidModelError, UnsafeOutputError
+from onnxpress.irpasses.core import (
+    ExternalDataError,
+    InvalidModelError,
+    UnsafeOutputError,
+)
 from onnxpress.tools.testing import assert_same_outputs, digest
 
 X = {"x": np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)}

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import onnx
 import pytest
-
 from onnxpress.tools.bench.bigmodel import generate
 from onnxpress.tools.testing import digest
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-import pytest
-
 import onnxpress
+import pytest
 from onnxpress.backends.ort.runner import make_session, run_session
 from onnxpress.tools import real_models
 from onnxpress.tools.cli import main

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 import onnxpress
+import pytest
 from onnxpress.irpasses.core import DataError
 from onnxpress.irpasses.quant import calibrators
 from onnxpress.irpasses.quant.collect import activation_tensors, collect_histograms

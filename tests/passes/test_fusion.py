@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-import pytest
-
 import onnxpress
-from onnxpress.irpasses.core import PassContext, PassManager, build_passes, parse_pipeline
+import pytest
+from onnxpress.irpasses.core import (
+    PassContext,
+    PassManager,
+    build_passes,
+    parse_pipeline,
+)
 from onnxpress.irpasses.fusion.shape_rules import merged_unsqueeze_axes
 from onnxpress.tools.testing import assert_same_outputs, op_types, parse_model
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxpress
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-import onnxpress
 from onnxpress.backends.ort.runner import make_session
 from onnxpress.irpasses.core import PassOptionError
 from onnxpress.irpasses.quant.weight_only import quantize_blocks
@@ -14,7 +13,7 @@ from onnxpress.irpasses.quant.weight_only import quantize_blocks
 RNG = np.random.default_rng(0)
 
 
-def _matmul(w: np.ndarray):  # noqa: ANN202
+def _matmul(w: np.ndarray):
     k, n = w.shape
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",

@@ -37,7 +37,6 @@ def _transform(tool: str, path: str) -> tuple[onnx.ModelProto, float]:
         return onnx.load(path), 0.0
     if tool == "onnxpress":
         import onnx_ir as ir
-
         import onnxpress
 
         model = onnxpress.load(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
-
 from onnxpress.irpasses.core import TOPO_SORTED, Pass, PassContext, PassResult
 
 

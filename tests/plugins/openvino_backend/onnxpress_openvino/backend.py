@@ -9,8 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-
-from onnxpress.backends.base import Artifact, Availability, Backend, Capability, CompileOptions, NodeSupport
+from onnxpress.backends.base import (
+    Artifact,
+    Availability,
+    Backend,
+    Capability,
+    CompileOptions,
+    NodeSupport,
+)
 from onnxpress.irpasses.core.errors import BackendUnavailableError
 
 

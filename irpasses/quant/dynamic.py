@@ -1,0 +1,186 @@
+"""dynamic-quant: int8 MatMul weights with activations quantized at run time, and int8 embedding tables.
+
+For a MatMul with a constant [K, N] weight: the weight becomes int8, symmetric per output column, and the
+activation is quantized per call by ``DynamicQuantizeLinear`` (uint8, its own range each run), in standard
+ops: DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scale_a * scale_w). onnxruntime fuses that chain
+into its DynamicQuantizeMatMul kernel (u8s8, VNNI where the CPU has it); other runtimes run it as written.
+No calibration data is needed, which suits transformers whose activation ranges vary per token.
+
+A ``Gather`` from a large constant table (word embeddings: 53 % of MiniLM's parameters) is stored as int8 rows
+with one scale per row: Gather(rows) -> Cast -> Mul(Gather(scales)), exact up to the row's rounding.
+Layers named by ``fidelity`` search (see sensitivity) stay float when a target is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes import common as common_passes
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.pass_base import Pass, PassResult
+from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
+from onnxpress.irpasses.quant.qparams import quantize_weight
+
+
+def _const_matrix(value: ir.Value | None, min_elements: int) -> np.ndarray | None:
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    tensor = value.const_value
+    if tensor.dtype != ir.DataType.FLOAT or len(tensor.shape) != 2 or tensor.size < min_elements:
+        return None
+    return tensor.numpy()
+
+
+def matmul_layers(model: ir.Model, min_elements: int) -> list[ir.Node]:
+    return [
+        n for n in model.graph
+        if n.op_type == "MatMul" and n.domain in ("", "ai.onnx") and _const_matrix(n.inputs[1], min_elements) is not None
+        and n.inputs[0] is not None and n.inputs[0].dtype in (ir.DataType.FLOAT, None)
+    ]
+
+
+def embedding_layers(model: ir.Model, min_elements: int) -> list[ir.Node]:
+    return [
+        n for n in model.graph
+        if n.op_type == "Gather" and n.domain in ("", "ai.onnx") and n.attributes.get_int("axis", 0) == 0
+        and _const_matrix(n.inputs[0], min_elements) is not None
+    ]
+
+
+class _Builder:
+    def __init__(self, model: ir.Model) -> None:
+        self.graph = model.graph
+
+    def constant(self, name: str, array: np.ndarray) -> ir.Value:
+        base, i = name, 0
+        while name in self.graph.initializers:
+            i += 1
+            name = f"{base}_{i}"
+        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        self.graph.register_initializer(value)
+        return value
+
+    def replace(self, node: ir.Node, new_nodes: list[ir.Node]) -> None:
+        """Insert ``new_nodes`` before ``node``; the last one's output takes over ``node``'s output and name."""
+        self.graph.insert_before(node, new_nodes)
+        old, new = node.outputs[0], new_nodes[-1].outputs[0]
+        new.type, new.shape = old.type, old.shape
+        old.replace_all_uses_with(new, replace_graph_outputs=True)
+        name = old.name
+        self.graph.remove(node, safe=True)
+        new.name = name
+
+
+def quantize_matmul(builder: _Builder, node: ir.Node) -> int:
+    """Rewrite one MatMul; returns the bytes saved."""
+    weight = node.inputs[1].const_value.numpy()
+    q, qp = quantize_weight(weight, axis=1)
+    base = node.name or node.outputs[0].name or "matmul"
+    wq = builder.constant(f"{base}_weight_int8", q)
+    wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
+    wscale = builder.constant(f"{base}_weight_scale", qp.scale.astype(np.float32))
+    dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=f"{base}_DynamicQuantizeLinear")
+    mmi = ir.node("MatMulInteger", [dql.outputs[0], wq, dql.outputs[2], wzp], name=f"{base}_MatMulInteger")
+    cast = ir.node("Cast", [mmi.outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_Cast")
+    scale = ir.node("Mul", [dql.outputs[1], wscale], name=f"{base}_scale")
+    out = ir.node("Mul", [cast.outputs[0], scale.outputs[0]], name=f"{base}_rescale")
+    builder.replace(node, [dql, mmi, cast, scale, out])
+    return weight.nbytes - q.nbytes - qp.scale.nbytes
+
+
+def weight_only_matmul(builder: _Builder, node: ir.Node) -> int:
+    """int8 per-column weight behind a DequantizeLinear; the activation stays float (exact)."""
+    weight = node.inputs[1].const_value.numpy()
+    q, qp = quantize_weight(weight, axis=1)
+    base = node.name or node.outputs[0].name or "matmul"
+    wq = builder.constant(f"{base}_weight_int8", q)
+    wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
+    wscale = builder.constant(f"{base}_weight_scale", qp.scale.astype(np.float32))
+    dq = ir.node("DequantizeLinear", [wq, wscale, wzp], attributes={"axis": 1}, name=f"{base}_weight_DequantizeLinear")
+    mm = ir.node("MatMul", [node.inputs[0], dq.outputs[0]], name=f"{base}_weight_only")
+    builder.replace(node, [dq, mm])
+    return weight.nbytes - q.nbytes - qp.scale.nbytes
+
+
+def quantize_embedding(builder: _Builder, node: ir.Node) -> int:
+    table = node.inputs[0].const_value.numpy()
+    amax = np.abs(table).max(axis=1, keepdims=True)
+    scale = np.where(amax == 0, 1.0, amax / 127.0).astype(np.float32)
+    q = np.clip(np.rint(table / scale), -127, 127).astype(np.int8)
+    base = node.name or node.outputs[0].name or "embedding"
+    rows = builder.constant(f"{base}_table_int8", q)
+    scales = builder.constant(f"{base}_row_scales", scale)  # [V, 1]: gathered it broadcasts over the row
+    ids = node.inputs[1]
+    gather_q = ir.node("Gather", [rows, ids], attributes={"axis": 0}, name=f"{base}_int8")
+    gather_s = ir.node("Gather", [scales, ids], attributes={"axis": 0}, name=f"{base}_scales")
+    cast = ir.node("Cast", [gather_q.outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_Cast")
+    out = ir.node("Mul", [cast.outputs[0], gather_s.outputs[0]], name=f"{base}_dequantize")
+    builder.replace(node, [gather_q, gather_s, cast, out])
+    return table.nbytes - q.nbytes - scale.nbytes
+
+
+@dataclasses.dataclass
+class DynamicQuant(Pass):
+    """int8 MatMul weights with run-time activation quantization; int8 embedding tables (no calibration)."""
+
+    name = "dynamic-quant"
+    lossy = True
+    needs = frozenset({CONSTANTS_LIFTED})
+    keeps = frozenset({TOPO_SORTED, CONSTANTS_LIFTED})
+    embeddings: bool = True
+    """Also store large Gather tables as int8 rows."""
+    min_elements: int = 4096
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    """Op types or regular expressions over node names to keep float."""
+    fidelity: str = ""
+    """A target such as 'cosine>=0.995': the most sensitive MatMuls stay float until it holds (needs --calib)."""
+    eval_samples: int = 8
+    sensitive: Literal["weight-only", "float"] = "weight-only"
+    """What the layers the fidelity search takes out of dynamic quantization become: int8 weights with float
+    activations (size kept, activation error gone) or plain float."""
+    metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
+
+    def _layers(self, model: ir.Model) -> list[ir.Node]:
+        from onnxpress.irpasses.quant.placement import _matches
+
+        return [n for n in matmul_layers(model, self.min_elements) if _matches(n, self.exclude) is None]
+
+    def _quantize(self, model: ir.Model, names: set[str] | None) -> tuple[int, int, int]:
+        builder = _Builder(model)
+        saved = matmuls = tables = 0
+        for node in self._layers(model):
+            if names is None or node.name in names:
+                saved += quantize_matmul(builder, node)
+                matmuls += 1
+            elif self.sensitive == "weight-only":
+                saved += weight_only_matmul(builder, node)
+        if self.embeddings:
+            for node in embedding_layers(model, self.min_elements):
+                saved += quantize_embedding(builder, node)
+                tables += 1
+        if matmuls or tables:
+            common_passes.RemoveUnusedNodesPass()(model)  # drops the float weights now unused
+        return saved, matmuls, tables
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        names = None
+        if self.fidelity or self.metric is not None:
+            names = self._search(model, ctx)
+        saved, matmuls, tables = self._quantize(model, names)
+        if not (matmuls or tables):
+            return self.result(model, False)
+        return self.result(model, True, matmuls_quantized=matmuls, embeddings_quantized=tables, bytes_saved=int(saved))
+
+    def _search(self, model: ir.Model, ctx: PassContext) -> set[str]:
+        from onnxpress.irpasses.quant import sensitivity
+        from onnxpress.irpasses.quant.qdq import calibration_samples
+
+        metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
+        samples = sensitivity.first_samples(calibration_samples(ctx, model, False, self.name), self.eval_samples)
+        layers = [(n.name, n.op_type) for n in self._layers(model)]
+        result = sensitivity.search(model, ctx, layers, lambda clone, names: self._quantize(clone, names) and None, samples, metric, threshold)
+        sensitivity.record(ctx, result, text)
+        return {name for name, _ in layers} - result.float_layers

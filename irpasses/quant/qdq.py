@@ -1,0 +1,291 @@
+"""qdq: static quantization in QDQ form (INT8, or FP8 E4M3 for TensorRT) from calibration data.
+
+Placement comes from ``placement.place`` (per target backend, exclusions, fragile layers kept float).
+Activation ranges come from streamed histograms (``collect_histograms``, bounded memory) and a calibrator
+(minmax, percentile, entropy, mse); weights are quantized symmetric per output channel; biases to int32.
+The histograms are cached as an analysis, so a later ``qdq`` with another calibrator or exclusion list
+(e.g. the sensitivity search) does not run the calibration data again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes import common as common_passes
+from onnxpress.irpasses.core.analysis import Analysis
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.errors import DataError, PassOptionError
+from onnxpress.irpasses.core.pass_base import Pass, PassResult
+from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
+from onnxpress.irpasses.quant import calibrators
+from onnxpress.irpasses.quant.collect import collect_histograms
+from onnxpress.irpasses.quant.histogram import TensorHistogram
+from onnxpress.irpasses.quant.placement import Placement, Site, place
+from onnxpress.irpasses.quant.qparams import (
+    QParams,
+    activation_qparams,
+    quantize_bias,
+    quantize_weight,
+)
+
+
+class CalibrationStats(Analysis[dict[str, TensorHistogram]]):
+    """Histograms of activations, filled on demand by ``calibration_stats`` (cached per model)."""
+
+    name = "calibration-stats"
+
+    @classmethod
+    def compute(cls, model: ir.Model, ctx: PassContext) -> dict[str, TensorHistogram]:
+        return {}
+
+
+def calibration_samples(ctx: PassContext, model: ir.Model, allow_random: bool, what: str) -> Any:
+    """The context's samples, checked against the model's inputs; random inputs only when allowed (warns)."""
+    from onnxpress.frontends.sample_data import random_inputs
+
+    if ctx.samples is None:
+        if not allow_random:
+            raise DataError(
+                f"pass '{what}' needs calibration data and none was given",
+                hint="pass --calib DATA (.npz with one array per input, axis 0 = samples, or a folder of .npz); "
+                f"'{what}{{allow_random=true}}' calibrates on random inputs for smoke tests only",
+            )
+        warnings.warn(f"pass '{what}' calibrates on generated random inputs: ranges will not fit real data", stacklevel=2)
+        return random_inputs(model, count=4, seed=ctx.seed)
+    from collections.abc import Mapping
+
+    from onnxpress.frontends.sample_data import as_samples
+
+    source = as_samples(ctx.samples) if isinstance(ctx.samples, (Mapping, str)) else ctx.samples
+    return _Validated(source, model)
+
+
+class _Validated:
+    """Re-iterable view of samples that checks each one against the model (names, dtypes, ranks, dims)."""
+
+    def __init__(self, source: Any, model: ir.Model) -> None:
+        self.source, self.model = source, model
+
+    def __iter__(self):
+        from onnxpress.frontends.sample_data import validated
+
+        return validated(self.source, self.model)
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+
+def calibration_stats(model: ir.Model, ctx: PassContext, names: list[str], samples: Any) -> dict[str, TensorHistogram]:
+    """Histograms for ``names``, computing only those not cached yet."""
+    cache = ctx.analyses.get(CalibrationStats, model, ctx)
+    missing = [n for n in names if n not in cache]
+    if missing:
+        cache.update(collect_histograms(model, samples, missing, show_progress=ctx.show_progress))
+    return cache
+
+
+def tensor_range(h: TensorHistogram, calibrator: str, percentile: float) -> tuple[float, float]:
+    """The calibrator's range, clipped to what was observed (a symmetric threshold on a Relu output keeps lo=0)."""
+    if calibrator == "percentile":
+        lo, hi = calibrators.percentile(h, percentile)
+    else:
+        lo, hi = calibrators.CALIBRATORS[calibrator](h)
+    return max(lo, min(h.minimum, 0.0)), min(hi, max(h.maximum, 0.0))
+
+
+@dataclasses.dataclass
+class QDQ(Pass):
+    """Static quantization: Q/DQ on activations (calibrated), int8 per-channel weights, int32 biases."""
+
+    name = "qdq"
+    lossy = True
+    needs = frozenset({CONSTANTS_LIFTED})
+    keeps = frozenset({TOPO_SORTED, CONSTANTS_LIFTED})
+    activations: Literal["uint8", "int8", "fp8"] = "uint8"
+    """uint8 asymmetric suits onnxruntime's CPU kernels; TensorRT takes int8 (symmetric) or fp8."""
+    calibrator: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"
+    """percentile by default: entropy (KL) clipped PP-OCRv4 det's pre-activation outputs to a third of their range."""
+    percentile: float = 99.999
+    per_channel: bool = True
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    """Op types or regular expressions over node names to keep float, e.g. [Gemm;/head/.*]."""
+    keep_fragile: bool = True
+    """Keep numerically fragile layers (score heads, Softmax inputs, decomposed norms) float."""
+    allow_random: bool = False
+    """Calibrate on generated random inputs when no data is given (smoke tests only; warns)."""
+    placement_override: Any = dataclasses.field(default=None, metadata={"python_only": True})
+    """A ready Placement (the sensitivity search builds one per trial)."""
+
+    fidelity: str = ""
+    """A target such as 'cosine>=0.995': the most sensitive layers stay float until it holds (mixed precision)."""
+    eval_samples: int = 4
+    """How many calibration samples judge fidelity in the sensitivity search."""
+    metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
+    """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+        if opset < 13:
+            raise PassOptionError(
+                f"pass 'qdq' needs opset >= 13 (per-channel DequantizeLinear); the model is at opset {opset}",
+                hint="run convert-opset{min=17} first (the int8 pipeline does)",
+            )
+        if self.activations == "fp8" and opset < 19:
+            raise PassOptionError(f"fp8 Q/DQ needs opset >= 19; the model is at opset {opset}", hint="run convert-opset{min=19} first")
+        placement = self.placement_override or place(model, ctx.target, self.exclude, self.keep_fragile)
+        if not placement.sites:
+            return self.result(model, False, sites=0, kept_float=len(placement.kept_float))
+        samples = calibration_samples(ctx, model, self.allow_random, self.name)
+        stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples)
+        info = ctx.extra.setdefault("quantization", {})
+        if self.fidelity or self.metric is not None:
+            placement = self._search(model, ctx, samples, stats, info)
+        for node_name, why in placement.kept_float.items():
+            ctx.logger.info("qdq: %s stays float: %s", node_name, why)
+        relus = self._apply(model, placement, stats)
+        info["kept_float"] = dict(placement.kept_float)
+        return self.result(
+            model, True, sites=len(placement.sites), kept_float=len(placement.kept_float), relus_absorbed=relus,
+        )
+
+    def _search(self, model: ir.Model, ctx: PassContext, samples: Any, stats: dict[str, TensorHistogram], info: dict) -> Placement:
+        from onnxpress.irpasses.quant import sensitivity
+
+        metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
+        full = place(model, ctx.target, self.exclude, self.keep_fragile)
+
+        def quantize(clone: ir.Model, names: set[str]) -> None:
+            placement = place(clone, ctx.target, self.exclude, self.keep_fragile)
+            placement.sites = [s for s in placement.sites if s.node.name in names]
+            self._apply(clone, placement, stats)
+
+        layers = [(s.node.name, s.node.op_type) for s in full.sites]
+        evaluation = sensitivity.first_samples(samples, self.eval_samples)
+        result = sensitivity.search(model, ctx, layers, quantize, evaluation, metric, threshold)
+        sensitivity.record(ctx, result, text)
+        for name in result.float_layers:
+            full.kept_float[name] = "sensitive: kept float to meet the fidelity target"
+        full.sites = [s for s in full.sites if s.node.name not in result.float_layers]
+        return full
+
+    def _apply(self, model: ir.Model, placement: Placement, stats: dict[str, TensorHistogram]) -> int:
+        """Insert Q/DQ for ``placement``; returns how many Relus were absorbed."""
+        values = placement.activation_values()
+        act = {}
+        for value in values:
+            h = stats.get(value.name)
+            if h is None or h.seen == 0:
+                raise DataError(f"no calibration statistics for tensor '{value.name}' (it was never computed on the samples)")
+            act[value.name] = activation_qparams(*tensor_range(h, self.calibrator, self.percentile), self.activations)
+        rewriter = _Rewriter(model, "fp8" if self.activations == "fp8" else "int8", self.per_channel)
+        names = [v.name for v in values]  # absorbing a Relu moves its output's name to the Conv output
+        renamed = {}
+        for site in placement.sites:
+            renamed.update(rewriter.absorb_relu(site))
+        for value, name in zip(values, names):
+            rewriter.fake_quantize(renamed.get(id(value), value), act[name])
+        for site in placement.sites:
+            x = site.node.inputs[0]
+            source = x.producer().inputs[0] if x.producer() is not None and x.producer().op_type == "DequantizeLinear" else x
+            rewriter.quantize_weights(site, act.get(source.name))
+        common_passes.RemoveUnusedNodesPass()(model)  # drops the float weights now unused
+        return rewriter.relus_absorbed
+
+
+class _Rewriter:
+    """Inserts the Q/DQ nodes; shared weights get one DequantizeLinear."""
+
+    def __init__(self, model: ir.Model, weight_kind: str, per_channel: bool) -> None:
+        self.model, self.graph = model, model.graph
+        self.weight_kind, self.per_channel = weight_kind, per_channel
+        self.weights: dict[int, ir.Value] = {}
+        self.relus_absorbed = 0
+
+    def _constant(self, name: str, array: np.ndarray) -> ir.Value:
+        base, i = name, 0
+        while name in self.graph.initializers:
+            i += 1
+            name = f"{base}_{i}"
+        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        self.graph.register_initializer(value)
+        return value
+
+    def absorb_relu(self, site: Site) -> dict[int, ir.Value]:
+        """Conv -> Relu becomes Conv whose quantized output (zero point at 0) does the clamping; returns
+        {id(Relu output): Conv output}."""
+        relu = site.absorbed_relu
+        if relu is None or relu.outputs[0].is_graph_output():
+            site.absorbed_relu = None
+            return {}
+        conv_out, relu_out = site.node.outputs[0], relu.outputs[0]
+        relu_out.replace_all_uses_with(conv_out)
+        self.graph.remove(relu, safe=True)
+        name = relu_out.name
+        relu_out.name = None
+        conv_out.name = name  # the calibrated range is the Relu output's, under this name
+        site.absorbed_relu = None
+        self.relus_absorbed += 1
+        return {id(relu_out): conv_out}
+
+    def fake_quantize(self, value: ir.Value, qp: QParams) -> None:
+        """value -> QuantizeLinear -> DequantizeLinear -> every former consumer."""
+        base = value.name or "act"
+        scale = self._constant(f"{base}_scale", np.asarray(qp.scale, dtype=np.float32))
+        zero = self._constant(f"{base}_zero_point", np.asarray(qp.zero_point))
+        uses = list(value.uses())
+        q = ir.node("QuantizeLinear", [value, scale, zero], name=f"{base}_QuantizeLinear")
+        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zero], name=f"{base}_DequantizeLinear")
+        q.outputs[0].name, dq.outputs[0].name = f"{base}_quantized", f"{base}_dequantized"
+        dq.outputs[0].type, dq.outputs[0].shape = value.type, value.shape
+        producer = value.producer()
+        if producer is not None:
+            self.graph.insert_after(producer, [q, dq])
+        else:
+            self.graph.insert_before(self.graph.node(0), [q, dq])
+        for use in uses:
+            use.node.replace_input_with(use.idx, dq.outputs[0])
+
+    def quantize_weights(self, site: Site, input_qp: QParams | None) -> None:
+        node = site.node
+        weight_value = node.inputs[1]
+        axis = site.weight_axis if self.per_channel else None
+        key = id(weight_value)
+        if key not in self.weights:
+            q, qp = quantize_weight(weight_value.const_value.numpy(), axis, self.weight_kind)
+            base = weight_value.name or f"{node.name}_weight"
+            qw = self._constant(f"{base}_quantized", q)
+            scale = self._constant(f"{base}_scale", qp.scale)
+            zero = self._constant(f"{base}_zero_point", qp.zero_point)
+            attrs = {"axis": site.weight_axis} if axis is not None else {}
+            dq = ir.node("DequantizeLinear", [qw, scale, zero], attributes=attrs, name=f"{base}_DequantizeLinear")
+            dq.outputs[0].name = f"{base}_dequantized"
+            dq.outputs[0].type, dq.outputs[0].shape = weight_value.type, weight_value.shape
+            self.graph.insert_before(node, dq)
+            self.weights[key] = dq.outputs[0]
+            dq.meta["weight_scale"] = qp.scale
+        dq_out = self.weights[key]
+        node.replace_input_with(1, dq_out)
+        if len(node.inputs) > 2 and input_qp is not None and self.weight_kind == "int8":
+            self._quantize_bias(node, input_qp, dq_out.producer().meta["weight_scale"])
+
+    def _quantize_bias(self, node: ir.Node, input_qp: QParams, weight_scale: np.ndarray) -> None:
+        bias_value = node.inputs[2]
+        if bias_value is None or bias_value.const_value is None or len(bias_value.const_value.shape) != 1:
+            return
+        bias = bias_value.const_value.numpy()
+        channels = bias.shape[0]
+        scales = np.broadcast_to(weight_scale, (channels,)) if np.ndim(weight_scale) else np.full(channels, weight_scale)
+        q, scale = quantize_bias(bias, input_qp.scale, np.asarray(scales, dtype=np.float32))
+        base = (bias_value.name or f"{node.name}_bias") + f"_{node.name or 'q'}"
+        qb = self._constant(f"{base}_quantized", q)
+        s = self._constant(f"{base}_scale", scale)
+        z = self._constant(f"{base}_zero_point", np.zeros(channels, dtype=np.int32))
+        dq = ir.node("DequantizeLinear", [qb, s, z], attributes={"axis": 0}, name=f"{base}_DequantizeLinear")
+        dq.outputs[0].name = f"{base}_dequantized"
+        dq.outputs[0].type, dq.outputs[0].shape = bias_value.type, bias_value.shape
+        self.graph.insert_before(node, dq)
+        node.replace_input_with(2, dq.outputs[0])

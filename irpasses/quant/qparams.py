@@ -1,0 +1,80 @@
+"""Quantization parameters: from a float range or a weight tensor to scale, zero point and quantized values.
+
+Activations: asymmetric uint8 (onnxruntime's fast CPU kernels take u8 activations with s8 weights) or
+symmetric int8 (TensorRT), or FP8 E4M3 (TensorRT, scale = amax / 448). Weights: symmetric int8, per output
+channel. Biases: int32 with scale = activation scale x weight scale, the form QLinearConv/QGemm fuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+FP8_E4M3_MAX = 448.0
+
+ACTIVATION_TYPES = {
+    "uint8": (ir.DataType.UINT8, 0, 255),
+    "int8": (ir.DataType.INT8, -128, 127),
+    "fp8": (ir.DataType.FLOAT8E4M3FN, -FP8_E4M3_MAX, FP8_E4M3_MAX),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class QParams:
+    scale: np.ndarray  # float32, scalar or [C]
+    zero_point: np.ndarray  # of the quantized dtype, same shape as scale
+    dtype: ir.DataType
+
+
+def activation_qparams(lo: float, hi: float, kind: str) -> QParams:
+    """Scale and zero point covering [lo, hi] (widened to include 0, as ONNX requires 0 to be exact)."""
+    dtype, qmin, qmax = ACTIVATION_TYPES[kind]
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if kind == "fp8":
+        amax = max(abs(lo), abs(hi)) or 1.0
+        return QParams(np.float32(amax / FP8_E4M3_MAX), _fp8_zero(), dtype)
+    if kind == "int8":  # symmetric
+        amax = max(abs(lo), abs(hi)) or 1.0
+        return QParams(np.float32(amax / qmax), np.int8(0), dtype)
+    scale = (hi - lo) / (qmax - qmin) or 1.0
+    zero_point = int(np.clip(np.rint(qmin - lo / scale), qmin, qmax))
+    return QParams(np.float32(scale), np.uint8(zero_point), dtype)
+
+
+def _fp8_zero() -> np.ndarray:
+    import ml_dtypes
+
+    return np.array(0, dtype=ml_dtypes.float8_e4m3fn)
+
+
+def quantize_weight(weight: np.ndarray, axis: int | None, kind: str = "int8") -> tuple[np.ndarray, QParams]:
+    """Symmetric quantization of a weight, per channel along ``axis`` (None: one scale for the tensor)."""
+    w = weight.astype(np.float32)
+    if axis is None:
+        amax = np.abs(w).max(keepdims=False)
+    else:
+        reduce = tuple(i for i in range(w.ndim) if i != axis)
+        amax = np.abs(w).max(axis=reduce)
+    amax = np.where(amax == 0, 1.0, amax).astype(np.float32)
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    if kind == "fp8":
+        import ml_dtypes
+
+        scale = (amax / FP8_E4M3_MAX).astype(np.float32)
+        q = (w / scale.reshape(shape)).astype(ml_dtypes.float8_e4m3fn)
+        return q, QParams(scale, np.zeros_like(scale, dtype=ml_dtypes.float8_e4m3fn), ir.DataType.FLOAT8E4M3FN)
+    scale = (amax / 127.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, QParams(scale, np.zeros_like(scale, dtype=np.int8), ir.DataType.INT8)
+
+
+def quantize_bias(bias: np.ndarray, input_scale: np.ndarray, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias and its scale (input scale x per-channel weight scale)."""
+    scale = (np.float32(input_scale) * weight_scale).astype(np.float32)
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    q = np.clip(np.rint(bias.astype(np.float64) / scale), -(2**31), 2**31 - 1).astype(np.int32)
+    return q, scale

@@ -1,0 +1,179 @@
+"""Static QDQ, dynamic int8, embedding tables, mixed precision, and what bad calibration data is told."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxpress
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxpress.irpasses.core import DataError, PassOptionError
+from onnxpress.irpasses.quant.qparams import activation_qparams, quantize_weight
+from onnxpress.irpasses.quant.sensitivity import parse_fidelity
+from onnxpress.tools.testing import mlp_proto, op_types, run
+
+RNG = np.random.default_rng(0)
+
+
+def conv_net(opset: int = 17) -> onnx.ModelProto:
+    """x[1,3,16,16] -> Conv/Relu -> Conv/HardSwish -> Conv -> Sigmoid (a small detector-like net)."""
+    def w(*shape: int) -> np.ndarray:
+        return (RNG.standard_normal(shape) * 0.3).astype(np.float32)
+
+    inits = [
+        numpy_helper.from_array(w(8, 3, 3, 3), "w1"), numpy_helper.from_array(w(8), "b1"),
+        numpy_helper.from_array(w(8, 8, 3, 3), "w2"), numpy_helper.from_array(w(8), "b2"),
+        numpy_helper.from_array(w(1, 8, 1, 1), "w3"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c2"], ["h2"], name="hswish2"),
+        helper.make_node("Conv", ["h2", "w3"], ["c3"], name="head"),
+        helper.make_node("Sigmoid", ["c3"], ["y"], name="scores"),
+    ]
+    graph = helper.make_graph(
+        nodes, "convnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 16, 16])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def images(count: int) -> dict[str, np.ndarray]:
+    return {"x": RNG.uniform(-1, 1, (count, 1, 3, 16, 16)).astype(np.float32)}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_activation_and_weight_parameters() -> None:
+    qp = activation_qparams(-1.0, 3.0, "uint8")
+    assert qp.dtype == ir.DataType.UINT8 and qp.zero_point == 64 and np.isclose(qp.scale, 4 / 255)
+    relu = activation_qparams(0.5, 2.0, "uint8")  # widened to include 0: zero point 0 clamps like Relu
+    assert relu.zero_point == 0
+    q, wp = quantize_weight(np.array([[1.0, -2.0], [0.5, 4.0]], np.float32), axis=1)
+    np.testing.assert_allclose(q * wp.scale, [[1.0, -2.0], [0.5, 4.0]], atol=4 / 254)
+
+
+def test_qdq_quantizes_convs_keeps_the_score_head_float_and_stays_close() -> None:
+    model = conv_net()
+    calib, check = images(8), {"x": images(2)["x"]}
+    out, report = onnxpress.optimize(onnxpress.load(model), "qdq", samples=calib, verify="off")
+    ops = op_types(out)
+    assert ops.count("QuantizeLinear") == 3  # x; conv1 out = conv2 in (Relu absorbed); conv2 out
+    assert "Relu" not in ops
+    head = next(n for n in out.graph if n.name == "head")
+    assert head.inputs[1].const_value is not None  # the layer before the Sigmoid output stayed float
+    float_model = onnxpress.load(model)
+    for x in check["x"]:
+        assert cosine(run(float_model, x=x)[0], run(out, x=x)[0]) > 0.999
+    assert report.records[-1].stats["sites"] == 2 and report.records[-1].stats["relus_absorbed"] == 1
+
+
+def test_qdq_runs_as_integer_kernels_in_onnxruntime(tmp_path) -> None:
+    import onnxruntime as ort
+
+    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq", samples=images(4), verify="off")
+    onnxpress.save(out, tmp_path / "q.onnx")
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "ort.onnx")
+    ort.InferenceSession(str(tmp_path / "q.onnx"), opts, providers=["CPUExecutionProvider"])
+    fused = [n.op_type for n in onnx.load(tmp_path / "ort.onnx").graph.node]
+    assert fused.count("QLinearConv") == 2
+
+
+def test_tensorrt_placement_leaves_outputs_float() -> None:
+    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq{activations=int8}", samples=images(4), target="tensorrt", verify="off")
+    assert op_types(out).count("QuantizeLinear") == 2 and "Relu" in op_types(out)
+
+
+def test_exclusions_by_op_type_and_name_regex() -> None:
+    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq{exclude=[conv1]}", samples=images(4), verify="off")
+    assert next(n for n in out.graph if n.name == "conv1").inputs[1].const_value is not None
+    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq{exclude=[Conv]}", samples=images(4), verify="off")
+    assert "QuantizeLinear" not in op_types(out)
+
+
+def test_fidelity_search_keeps_sensitive_layers_float_until_the_target_holds() -> None:
+    from onnxpress.irpasses.core import PassContext, PassManager, build_passes
+
+    model = onnxpress.load(conv_net())
+    ctx = PassContext(samples=images(4))
+    PassManager(build_passes('qdq{fidelity="cosine>=0.99999999",keep_fragile=false}'), ctx=ctx).run(model)
+    info = ctx.extra["quantization"]
+    assert [r["node"] for r in info["sensitivity"]] == ["conv1", "conv2", "head"]
+    assert info["fidelity"]["met"] and info["fidelity"]["reached"] >= 0.99999999
+    assert any(r["kept_float"] for r in info["sensitivity"])
+
+
+def test_low_opset_and_missing_calibration_data_are_explained() -> None:
+    with pytest.raises(PassOptionError, match="opset >= 13"):
+        onnxpress.optimize(onnxpress.load(conv_net(opset=12)), "qdq", samples=images(2), verify="off")
+    with pytest.raises(DataError, match="needs calibration data"):
+        onnxpress.optimize(onnxpress.load(conv_net()), "qdq", verify="off")
+    with pytest.warns(UserWarning, match="random inputs"):
+        onnxpress.optimize(onnxpress.load(conv_net()), "qdq{allow_random=true}", verify="off")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"image": np.zeros((2, 1, 3, 16, 16), np.float32)}, "missing x; unknown image"),
+        ({"x": np.zeros((2, 1, 3, 8, 16), np.float32)}, "input 'x' axis 2 is 8, the model expects 16"),
+        ({"x": np.zeros((2, 1, 3, 16, 16), np.float64)}, "input 'x' has dtype float64, the model expects float32"),
+        ({"x": np.zeros((2, 3, 16, 16), np.float32)}, "input 'x' has rank 3"),
+        ({"x": np.zeros((0, 1, 3, 16, 16), np.float32)}, "empty"),
+    ],
+)
+def test_bad_calibration_data_names_the_input_and_what_was_expected(data: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        onnxpress.optimize(onnxpress.load(conv_net()), "qdq", samples=data, verify="off")
+
+
+def embedding_mlp() -> onnx.ModelProto:
+    table = numpy_helper.from_array(RNG.standard_normal((512, 16)).astype(np.float32), "table")
+    base = mlp_proto(hidden=512)
+    graph = base.graph
+    graph.initializer.append(table)
+    gather = helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed")
+    graph.node.insert(0, gather)
+    graph.node.append(helper.make_node("ReduceMean", ["emb"], ["pooled"], name="pool", axes=[1], keepdims=0))
+    graph.input.append(helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 5]))
+    graph.output.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 16]))
+    return base
+
+
+def test_dynamic_quant_uses_integer_matmuls_and_int8_tables() -> None:
+    model = embedding_mlp()
+    out, report = onnxpress.optimize(onnxpress.load(model), "dynamic-quant{min_elements=1024}", verify="off")
+    ops = op_types(out)
+    assert ops.count("MatMulInteger") == 2 and ops.count("DynamicQuantizeLinear") == 2
+    assert "table" not in out.graph.initializers  # the float table is gone, int8 rows replace it
+    x = RNG.standard_normal((3, 8)).astype(np.float32)
+    ids = RNG.integers(0, 512, (3, 5)).astype(np.int64)
+    ref, got = run(onnxpress.load(model), x=x, ids=ids), run(out, x=x, ids=ids)
+    assert cosine(ref[0], got[0]) > 0.999 and cosine(ref[1], got[1]) > 0.9999
+    assert report.records[-1].stats["embeddings_quantized"] == 1
+
+
+def test_dynamic_quant_fidelity_search_moves_sensitive_matmuls_to_weight_only() -> None:
+    model = embedding_mlp()
+    samples = {"x": RNG.standard_normal((4, 3, 8)).astype(np.float32), "ids": RNG.integers(0, 512, (4, 3, 5)).astype(np.int64)}
+    out, _ = onnxpress.optimize(
+        onnxpress.load(model), 'dynamic-quant{min_elements=1024,fidelity="cosine>=0.9999999"}', samples=samples, verify="off"
+    )
+    ops = op_types(out)
+    assert "DequantizeLinear" in ops  # at least one MatMul became weight-only int8
+    assert not [v for v in out.graph.initializers.values() if v.const_value.dtype == ir.DataType.FLOAT and v.const_value.size >= 1024]
+
+
+def test_fidelity_text_is_validated() -> None:
+    assert parse_fidelity("cosine>=0.995")[1] == 0.995
+    assert parse_fidelity("max_abs<=0.01")[1] == -0.01
+    with pytest.raises(PassOptionError, match="not understood"):
+        parse_fidelity("accuracy>0.9")
