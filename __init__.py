@@ -62,12 +62,14 @@ def optimize(
     bisect_limit: int | None = None,
     seed: int = 0,
     explain: bool = False,
+    min_cosine: float | None = None,
 ) -> tuple[Any, PipelineReport]:
     """Run a pipeline (text, recipe path, or pass list) and check the result against the input.
 
     ``samples``: sample/calibration data (path to .npz or folder, dict of arrays, iterable, or callable).
     The numeric check uses its first ``check_samples`` samples; without samples it uses generated random
-    inputs and warns. ``explain`` records, per rewrite rule, the sites that matched and the near-misses. Returns the model in the form given (ModelProto in, ModelProto out) and the report.
+    inputs and warns. ``min_cosine`` judges outputs by cosine similarity instead of rtol/atol (the default for
+    pipelines with a lossy pass is 0.99). ``explain`` records, per rewrite rule, the sites that matched and the near-misses. Returns the model in the form given (ModelProto in, ModelProto out) and the report.
     """
     as_proto = isinstance(model, onnx.ModelProto)
     ir_model = load(model)
@@ -90,7 +92,10 @@ def optimize(
                 chosen = []
         if chosen:
             checks.append(
-                NumericsCheck(chosen, rtol=rtol, atol=atol, each=verify == "each", strict=not random_, samples_are_random=random_)
+                NumericsCheck(
+                    chosen, rtol=rtol, atol=atol, each=verify == "each", strict=not random_, samples_are_random=random_,
+                    min_cosine=min_cosine,
+                )
             )
     manager = PassManager(
         passes, ctx=ctx, instruments=[*checks, *instruments], registry=registry, bisect_limit=bisect_limit
