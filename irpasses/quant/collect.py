@@ -48,6 +48,7 @@ def collect_histograms(
     bins: int = DEFAULT_BINS,
     byte_budget: int = DEFAULT_BYTE_BUDGET,
     show_progress: bool | None = None,
+    channel_axes: Mapping[str, int] | None = None,
 ) -> dict[str, TensorHistogram]:
     """Histograms of every tensor in ``tensors`` (default: activations of quantizable ops) over ``samples``."""
     names = list(tensors) if tensors is not None else activation_tensors(model)
@@ -57,7 +58,8 @@ def collect_histograms(
     source = sample_list if sample_list is not None else list(samples)
     if not source:
         raise DataError("calibration data is empty: no sample to run")
-    histograms = {n: TensorHistogram(bins=bins) for n in names}
+    axes = channel_axes or {}
+    histograms = {n: TensorHistogram(bins=bins, channel_axis=axes.get(n)) for n in names}
     graph_inputs = [v.name for v in model.graph.inputs if v.name in histograms]
     for sample in source:  # model inputs come straight from the data
         for name in graph_inputs:

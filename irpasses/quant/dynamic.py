@@ -14,6 +14,7 @@ Layers named by ``fidelity`` search (see sensitivity) stay float when a target i
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +24,7 @@ from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant.qparams import quantize_weight
+from onnxpress.irpasses.quant.sensitivity import FLOAT, FULL, REDUCED
 
 
 def _const_matrix(value: ir.Value | None, min_elements: int) -> np.ndarray | None:
@@ -148,14 +150,16 @@ class DynamicQuant(Pass):
 
         return [n for n in matmul_layers(model, self.min_elements) if _matches(n, self.exclude) is None]
 
-    def _quantize(self, model: ir.Model, names: set[str] | None) -> tuple[int, int, int]:
+    def _quantize(self, model: ir.Model, levels: Mapping[str, str] | None) -> tuple[int, int, int]:
+        """Quantize every layer (``levels`` None) or each at its level: full (dynamic), reduced (weight-only)."""
         builder = _Builder(model)
         saved = matmuls = tables = 0
         for node in self._layers(model):
-            if names is None or node.name in names:
+            level = FULL if levels is None else levels.get(node.name, FLOAT)
+            if level == FULL:
                 saved += quantize_matmul(builder, node)
                 matmuls += 1
-            elif self.sensitive == "weight-only":
+            elif level == REDUCED:
                 saved += weight_only_matmul(builder, node)
         if self.embeddings:
             for node in embedding_layers(model, self.min_elements):
@@ -166,21 +170,24 @@ class DynamicQuant(Pass):
         return saved, matmuls, tables
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        names = None
+        levels = None
         if self.fidelity or self.metric is not None:
-            names = self._search(model, ctx)
-        saved, matmuls, tables = self._quantize(model, names)
+            levels = self._search(model, ctx)
+        saved, matmuls, tables = self._quantize(model, levels)
         if not (matmuls or tables):
             return self.result(model, False)
         return self.result(model, True, matmuls_quantized=matmuls, embeddings_quantized=tables, bytes_saved=int(saved))
 
-    def _search(self, model: ir.Model, ctx: PassContext) -> set[str]:
+    def _search(self, model: ir.Model, ctx: PassContext) -> dict[str, str]:
         from onnxpress.irpasses.quant import sensitivity
         from onnxpress.irpasses.quant.qdq import calibration_samples
 
         metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
         samples = sensitivity.first_samples(calibration_samples(ctx, model, False, self.name), self.eval_samples)
         layers = [(n.name, n.op_type) for n in self._layers(model)]
-        result = sensitivity.search(model, ctx, layers, lambda clone, names: self._quantize(clone, names) and None, samples, metric, threshold)
+        result = sensitivity.search(
+            model, ctx, layers, lambda clone, levels: self._quantize(clone, levels) and None, samples, metric, threshold,
+            reduced=self.sensitive == "weight-only",
+        )
         sensitivity.record(ctx, result, text)
-        return {name for name, _ in layers} - result.float_layers
+        return result.levels

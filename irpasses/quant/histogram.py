@@ -23,8 +23,14 @@ class TensorHistogram:
     """Upper edge of the |x| histogram; bins are [i * top / bins, (i + 1) * top / bins)."""
     counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     seen: int = 0
+    channel_axis: int | None = None
+    """When set, also the per-channel mean along this axis (bias correction needs E[x] per input channel)."""
+    channel_sum: np.ndarray | None = None
+    channel_count: int = 0
 
     def update(self, values: np.ndarray) -> None:
+        if self.channel_axis is not None:
+            self._update_channels(np.asarray(values))
         data = np.asarray(values, dtype=np.float32).reshape(-1)
         data = data[np.isfinite(data)]
         if data.size == 0:
@@ -43,6 +49,22 @@ class TensorHistogram:
             self.top *= 2.0
         hist, _ = np.histogram(magnitude, bins=self.bins, range=(0.0, self.top))
         self.counts += hist
+
+    def _update_channels(self, values: np.ndarray) -> None:
+        if values.ndim == 0:
+            return
+        moved = np.moveaxis(values, self.channel_axis, -1).reshape(-1, values.shape[self.channel_axis])
+        sums = moved.sum(axis=0, dtype=np.float64)
+        if self.channel_sum is None or self.channel_sum.shape != sums.shape:
+            self.channel_sum, self.channel_count = sums, moved.shape[0]
+        else:
+            self.channel_sum += sums
+            self.channel_count += moved.shape[0]
+
+    def channel_mean(self) -> np.ndarray | None:
+        if self.channel_sum is None or self.channel_count == 0:
+            return None
+        return self.channel_sum / self.channel_count
 
     @property
     def edges(self) -> np.ndarray:

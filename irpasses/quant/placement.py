@@ -36,6 +36,8 @@ class Site:
     """Axis of the weight holding output channels (Conv: 0, MatMul: 1, Gemm: 0 or 1 by transB)."""
     quantize_output: bool
     absorbed_relu: ir.Node | None = None
+    weights_only: bool = False
+    """int8 weight behind a DequantizeLinear, activations float (a sensitive layer that keeps its size win)."""
 
 
 @dataclasses.dataclass
@@ -48,6 +50,8 @@ class Placement:
         """Every activation that gets a Q->DQ pair, each once, in graph order of the sites."""
         seen: dict[int, ir.Value] = {}
         for site in self.sites:
+            if site.weights_only:
+                continue
             x = site.node.inputs[0]
             seen.setdefault(id(x), x)
             if site.quantize_output:

@@ -79,12 +79,15 @@ class _Validated:
         return len(self.source)  # type: ignore[arg-type]
 
 
-def calibration_stats(model: ir.Model, ctx: PassContext, names: list[str], samples: Any) -> dict[str, TensorHistogram]:
-    """Histograms for ``names``, computing only those not cached yet."""
+def calibration_stats(
+    model: ir.Model, ctx: PassContext, names: list[str], samples: Any, channel_axes: dict[str, int] | None = None
+) -> dict[str, TensorHistogram]:
+    """Histograms for ``names`` (with per-channel means along ``channel_axes``), computing only what is not cached."""
     cache = ctx.analyses.get(CalibrationStats, model, ctx)
-    missing = [n for n in names if n not in cache]
+    axes = channel_axes or {}
+    missing = [n for n in names if n not in cache or (n in axes and cache[n].channel_axis != axes[n])]
     if missing:
-        cache.update(collect_histograms(model, samples, missing, show_progress=ctx.show_progress))
+        cache.update(collect_histograms(model, samples, missing, show_progress=ctx.show_progress, channel_axes=axes))
     return cache
 
 
@@ -124,6 +127,11 @@ class QDQ(Pass):
     """A target such as 'cosine>=0.995': the most sensitive layers stay float until it holds (mixed precision)."""
     eval_samples: int = 4
     """How many calibration samples judge fidelity in the sensitivity search."""
+    bias_correction: bool = True
+    """Subtract (W_q - W) E[x] from each bias (E[x] per input channel from the calibration data)."""
+    sensitive: Literal["weight-only", "float"] = "weight-only"
+    """What layers kept out of full quantization by the fidelity search become: int8 weights with float
+    activations (most of the size win, none of the activation error) or plain float."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
 
@@ -140,7 +148,9 @@ class QDQ(Pass):
         if not placement.sites:
             return self.result(model, False, sites=0, kept_float=len(placement.kept_float))
         samples = calibration_samples(ctx, model, self.allow_random, self.name)
-        stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples)
+        axes = {s.node.inputs[0].name: (1 if s.node.op_type == "Conv" else -1) for s in placement.sites}
+        wanted = list(dict.fromkeys([*(v.name for v in placement.activation_values()), *axes]))
+        stats = calibration_stats(model, ctx, wanted, samples, axes)
         info = ctx.extra.setdefault("quantization", {})
         if self.fidelity or self.metric is not None:
             placement = self._search(model, ctx, samples, stats, info)
@@ -149,7 +159,7 @@ class QDQ(Pass):
         relus = self._apply(model, placement, stats)
         info["kept_float"] = dict(placement.kept_float)
         return self.result(
-            model, True, sites=len(placement.sites), kept_float=len(placement.kept_float), relus_absorbed=relus,
+            model, True, sites=len(placement.sites), kept_float=len(placement.kept_float), relus_absorbed=relus, biases_corrected=self._last_counts["biases_corrected"],
         )
 
     def _search(self, model: ir.Model, ctx: PassContext, samples: Any, stats: dict[str, TensorHistogram], info: dict) -> Placement:
@@ -158,19 +168,35 @@ class QDQ(Pass):
         metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
         full = place(model, ctx.target, self.exclude, self.keep_fragile)
 
-        def quantize(clone: ir.Model, names: set[str]) -> None:
-            placement = place(clone, ctx.target, self.exclude, self.keep_fragile)
-            placement.sites = [s for s in placement.sites if s.node.name in names]
-            self._apply(clone, placement, stats)
+        def quantize(clone: ir.Model, levels: dict[str, str]) -> None:
+            self._apply(clone, self._leveled(place(clone, ctx.target, self.exclude, self.keep_fragile), levels), stats)
 
         layers = [(s.node.name, s.node.op_type) for s in full.sites]
         evaluation = sensitivity.first_samples(samples, self.eval_samples)
-        result = sensitivity.search(model, ctx, layers, quantize, evaluation, metric, threshold)
+        result = sensitivity.search(
+            model, ctx, layers, quantize, evaluation, metric, threshold, reduced=self.sensitive == "weight-only"
+        )
         sensitivity.record(ctx, result, text)
-        for name in result.float_layers:
-            full.kept_float[name] = "sensitive: kept float to meet the fidelity target"
-        full.sites = [s for s in full.sites if s.node.name not in result.float_layers]
-        return full
+        return self._leveled(full, result.levels)
+
+    @staticmethod
+    def _leveled(placement: Placement, levels: dict[str, str]) -> Placement:
+        """Apply {node name: full|reduced|float} (absent: float) to a placement; reasons go to the report."""
+        from onnxpress.irpasses.quant.sensitivity import FLOAT, FULL, REDUCED
+
+        kept = []
+        for site in placement.sites:
+            level = levels.get(site.node.name, FLOAT)
+            if level == REDUCED:
+                site.weights_only = True
+                placement.kept_float[site.node.name] = "sensitive: int8 weights, float activations"
+            elif level == FLOAT:
+                placement.kept_float[site.node.name] = "sensitive: kept float"
+                continue
+            kept.append(site)
+            assert level in (FULL, REDUCED)
+        placement.sites = kept
+        return placement
 
     def _apply(self, model: ir.Model, placement: Placement, stats: dict[str, TensorHistogram]) -> int:
         """Insert Q/DQ for ``placement``; returns how many Relus were absorbed."""
@@ -183,17 +209,36 @@ class QDQ(Pass):
             act[value.name] = activation_qparams(*tensor_range(h, self.calibrator, self.percentile), self.activations)
         rewriter = _Rewriter(model, "fp8" if self.activations == "fp8" else "int8", self.per_channel)
         names = [v.name for v in values]  # absorbing a Relu moves its output's name to the Conv output
+        site_inputs = [site.node.inputs[0].name for site in placement.sites]
         renamed = {}
         for site in placement.sites:
-            renamed.update(rewriter.absorb_relu(site))
+            if not site.weights_only:
+                renamed.update(rewriter.absorb_relu(site))
         for value, name in zip(values, names):
             rewriter.fake_quantize(renamed.get(id(value), value), act[name])
-        for site in placement.sites:
-            x = site.node.inputs[0]
-            source = x.producer().inputs[0] if x.producer() is not None and x.producer().op_type == "DequantizeLinear" else x
-            rewriter.quantize_weights(site, act.get(source.name))
+        for site, source in zip(placement.sites, site_inputs):
+            h = stats.get(source)
+            mean = h.channel_mean() if (self.bias_correction and h is not None) else None
+            rewriter.quantize_weights(site, None if site.weights_only else act.get(source), mean)
         common_passes.RemoveUnusedNodesPass()(model)  # drops the float weights now unused
+        self._last_counts = {"relus_absorbed": rewriter.relus_absorbed, "biases_corrected": rewriter.biases_corrected}
         return rewriter.relus_absorbed
+
+
+def output_shift(node: ir.Node, error: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+    """(W_q - W) applied to the per-input-channel mean: the average change of each output channel."""
+    mean = np.asarray(mean, dtype=np.float64)
+    if node.op_type == "Conv":
+        groups = node.attributes.get_int("group", 1)
+        out_channels, per_group = error.shape[0], error.shape[1]
+        if mean.size != per_group * groups:
+            return None
+        summed = error.reshape(out_channels, per_group, -1).sum(axis=2)
+        by_group = summed.reshape(groups, out_channels // groups, per_group)
+        return np.einsum("goc,gc->go", by_group, mean.reshape(groups, per_group)).reshape(out_channels)
+    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        return error @ mean if mean.size == error.shape[1] else None
+    return mean @ error if mean.size == error.shape[0] else None
 
 
 class _Rewriter:
@@ -204,6 +249,7 @@ class _Rewriter:
         self.weight_kind, self.per_channel = weight_kind, per_channel
         self.weights: dict[int, ir.Value] = {}
         self.relus_absorbed = 0
+        self.biases_corrected = 0
 
     def _constant(self, name: str, array: np.ndarray) -> ir.Value:
         base, i = name, 0
@@ -249,13 +295,14 @@ class _Rewriter:
         for use in uses:
             use.node.replace_input_with(use.idx, dq.outputs[0])
 
-    def quantize_weights(self, site: Site, input_qp: QParams | None) -> None:
+    def quantize_weights(self, site: Site, input_qp: QParams | None, input_mean: np.ndarray | None = None) -> None:
         node = site.node
         weight_value = node.inputs[1]
         axis = site.weight_axis if self.per_channel else None
         key = id(weight_value)
         if key not in self.weights:
-            q, qp = quantize_weight(weight_value.const_value.numpy(), axis, self.weight_kind)
+            weight = weight_value.const_value.numpy()
+            q, qp = quantize_weight(weight, axis, self.weight_kind)
             base = weight_value.name or f"{node.name}_weight"
             qw = self._constant(f"{base}_quantized", q)
             scale = self._constant(f"{base}_scale", qp.scale)
@@ -267,10 +314,34 @@ class _Rewriter:
             self.graph.insert_before(node, dq)
             self.weights[key] = dq.outputs[0]
             dq.meta["weight_scale"] = qp.scale
+            shape = [1] * weight.ndim
+            if axis is not None:
+                shape[axis] = -1
+            dq.meta["weight_error"] = q.astype(np.float32) * np.reshape(qp.scale, shape) - weight
         dq_out = self.weights[key]
         node.replace_input_with(1, dq_out)
+        if input_mean is not None:
+            self._correct_bias(node, dq_out.producer().meta["weight_error"], input_mean)
         if len(node.inputs) > 2 and input_qp is not None and self.weight_kind == "int8":
             self._quantize_bias(node, input_qp, dq_out.producer().meta["weight_scale"])
+
+    def _correct_bias(self, node: ir.Node, error: np.ndarray, mean: np.ndarray) -> None:
+        """Subtract the output shift the weight rounding causes on average, (W_q - W) E[x] (Nagel et al.,
+        data-free quantization): small per weight, it adds up over input channels with large means."""
+        shift = output_shift(node, error, mean)
+        if shift is None:
+            return
+        bias_value = node.inputs[2] if len(node.inputs) > 2 else None
+        if bias_value is not None and (bias_value.const_value is None or bias_value.const_value.shape != (shift.size,)):
+            return
+        if bias_value is None and node.op_type == "MatMul":
+            return  # no bias to fold the correction into
+        bias = bias_value.const_value.numpy() if bias_value is not None else np.zeros(shift.size, np.float32)
+        corrected = self._constant(f"{node.name or 'node'}_bias_corrected", (bias - shift).astype(np.float32))
+        if bias_value is None:
+            node.resize_inputs(3)
+        node.replace_input_with(2, corrected)
+        self.biases_corrected += 1
 
     def _quantize_bias(self, node: ir.Node, input_qp: QParams, weight_scale: np.ndarray) -> None:
         bias_value = node.inputs[2]

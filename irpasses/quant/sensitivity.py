@@ -55,22 +55,33 @@ def parse_fidelity(text: str) -> tuple[Metric, float, str]:
     return METRICS[name], (value if name == "cosine" else -value), text.strip()
 
 
+FULL, REDUCED, FLOAT = "full", "reduced", "float"
+"""Levels of a layer: fully quantized; reduced (e.g. int8 weights with float activations); float."""
+
+
 @dataclasses.dataclass
 class LayerScore:
     node: str
     op_type: str
     score: float
-    """Fidelity with only this layer quantized."""
-    kept_float: bool = False
+    """Fidelity with only this layer fully quantized (the rest float)."""
+    reduced_score: float | None = None
+    """Fidelity with only this layer at the reduced level, when there is one."""
+    level: str = FULL
+    """Where the search left it: full, reduced or float."""
 
 
 @dataclasses.dataclass
 class MixedPrecisionResult:
-    float_layers: set[str]
+    levels: dict[str, str]
     table: list[LayerScore]
     fidelity: float
     met: bool
     evaluations: int
+
+    @property
+    def float_layers(self) -> set[str]:
+        return {n for n, level in self.levels.items() if level != FULL}
 
 
 def _run(model: ir.Model, samples: Sequence[Mapping[str, np.ndarray]]) -> Outputs:
@@ -84,50 +95,58 @@ def search(
     model: ir.Model,
     ctx: PassContext,
     layers: Sequence[tuple[str, str]],
-    quantize: Callable[[ir.Model, set[str]], None],
+    quantize: Callable[[ir.Model, Mapping[str, str]], None],
     samples: Sequence[Mapping[str, np.ndarray]],
     metric: Metric,
     threshold: float,
+    reduced: bool = True,
 ) -> MixedPrecisionResult:
-    """Rank ``layers`` ((node name, op type)) by sensitivity, then keep the fewest most-sensitive ones float so
-    that metric >= threshold. ``quantize(clone, names)`` quantizes the named layers of a clone of ``model``."""
+    """Rank ``layers`` ((node name, op type)) by sensitivity, then take the fewest most-sensitive ones out of
+    full quantization so that metric >= threshold. A layer taken out goes to the reduced level unless that
+    level alone already breaks the target (then float). ``quantize(clone, levels)`` applies {name: level}
+    to a clone of ``model`` (names not given stay float)."""
     reference = _run(model, samples)
     evaluations = 0
 
-    def fidelity(quantized: set[str]) -> float:
+    def fidelity(levels: Mapping[str, str]) -> float:
         nonlocal evaluations
         clone = snapshot(model)
-        quantize(clone, quantized)
+        quantize(clone, levels)
         evaluations += 1
         return metric(reference, _run(clone, samples))
 
     table: list[LayerScore] = []
-    with ctx.progress("layer sensitivity", len(layers)) as bar:
+    with ctx.progress("layer sensitivity", len(layers) * (2 if reduced else 1)) as bar:
         for name, op_type in layers:
-            table.append(LayerScore(name, op_type, fidelity({name})))
+            row = LayerScore(name, op_type, fidelity({name: FULL}))
             bar.advance()
+            if reduced:
+                row.reduced_score = fidelity({name: REDUCED})
+                bar.advance()
+            table.append(row)
+    demoted = {r.node: (REDUCED if r.reduced_score is not None and r.reduced_score >= threshold else FLOAT) for r in table}
     ranked = sorted(table, key=lambda r: r.score)  # most sensitive first
-    everything = {name for name, _ in layers}
-    best = fidelity(everything)
-    kept = 0
+
+    def levels_with(k: int) -> dict[str, str]:
+        out = {r.node: FULL for r in ranked}
+        out.update({r.node: demoted[r.node] for r in ranked[:k]})
+        return out
+
+    best, kept = fidelity(levels_with(0)), 0
     if best < threshold:
-        lo, hi = 1, len(ranked)  # the smallest k with fidelity(all but the k most sensitive) >= threshold
-        found = None
+        lo, hi, found = 1, len(ranked), None  # the smallest k that meets the target
         while lo <= hi:
             mid = (lo + hi) // 2
-            score = fidelity(everything - {r.node for r in ranked[:mid]})
+            score = fidelity(levels_with(mid))
             if score >= threshold:
                 found, hi = (mid, score), mid - 1
             else:
                 lo = mid + 1
-        if found is not None:
-            kept, best = found
-        else:
-            kept, best = len(ranked), metric(reference, reference)
-    float_layers = {r.node for r in ranked[:kept]}
+        kept, best = found if found is not None else (len(ranked), fidelity(levels_with(len(ranked))))
+    levels = levels_with(kept)
     for r in table:
-        r.kept_float = r.node in float_layers
-    return MixedPrecisionResult(float_layers, table, best, best >= threshold, evaluations)
+        r.level = levels[r.node]
+    return MixedPrecisionResult(levels, table, best, best >= threshold, evaluations)
 
 
 def resolve_metric(fidelity: str, metric: Metric | None) -> tuple[Metric, float, str]:
