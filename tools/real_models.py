@@ -137,13 +137,13 @@ def text_pages(count: int = 2, seed: int = 0) -> list[dict[str, np.ndarray]]:
     return samples
 
 
-def text_lines(count: int = 4, width: int = 320, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def text_lines(count: int = 4, width: int = 320, seed: int = 0, offset: int = 200) -> list[dict[str, np.ndarray]]:
     """Single text lines as RapidOCR feeds rec ([1,3,48,320]) and cls ([1,3,48,192]): (img/255-0.5)/0.5."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     samples = []
-    for line in sentences(count, offset=200):
+    for line in sentences(count, offset=offset):
         img = Image.new("RGB", (width * 2, 96), (int(rng.integers(210, 256)),) * 3)
         ImageDraw.Draw(img).text((6, 20), line[: width // 12], fill=(20, 20, 20), font=_font(48))
         img = img.resize((width, 48))

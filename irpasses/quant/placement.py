@@ -37,6 +37,8 @@ class Site:
     quantize_output: bool
     absorbed_relu: ir.Node | None = None
     weights_only: bool = False
+    demoted: bool = False
+    """Taken out of full quantization by the fidelity search (its weights follow the pass's ``sensitive``)."""
     """int8 weight behind a DequantizeLinear, activations float (a sensitive layer that keeps its size win)."""
 
 
@@ -127,6 +129,46 @@ def score_heads(graph: ir.Graph, anchors: frozenset[str] = ANCHOR_OPS | {"ConvTr
     return heads
 
 
+def _tiny_spatial(node: ir.Node) -> bool:
+    """A Conv on a 1x1 map (squeeze-excitation after a global pool): integer kernels gain nothing there and
+    the Q/DQ only adds error, so it gets int8 weights with float activations."""
+    x = node.inputs[0]
+    producer = x.producer() if x is not None else None
+    if producer is not None and producer.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
+        return True
+    shape = x.shape if x is not None else None
+    return shape is not None and len(shape) == 4 and all(isinstance(d, int) and d == 1 for d in shape[2:])
+
+
+def saturation_window(value: ir.Value) -> tuple[float, float] | None:
+    """The input interval outside which every consumer of ``value`` is flat: quantizing beyond it is wasted
+    range (HardSwish is 0 below -3; HardSigmoid saturates at both ends; Relu/Clip clamp). None if any consumer
+    is not such an op."""
+    lows, highs = [], []
+    for use in value.uses():
+        node = use.node
+        if node.op_type == "HardSwish":
+            lows.append(-3.0), highs.append(float("inf"))
+        elif node.op_type == "HardSigmoid":
+            alpha = node.attributes.get_float("alpha", 0.2)
+            beta = node.attributes.get_float("beta", 0.5)
+            if alpha <= 0:
+                return None
+            lows.append(-beta / alpha), highs.append((1.0 - beta) / alpha)
+        elif node.op_type == "Relu":
+            lows.append(0.0), highs.append(float("inf"))
+        elif node.op_type == "Clip" and use.idx == 0:
+            bounds = [v.const_value.numpy().item() if v is not None and v.const_value is not None else None for v in node.inputs[1:3]]
+            bounds += [None] * (2 - len(bounds))
+            lows.append(float("-inf") if bounds[0] is None else float(bounds[0]))
+            highs.append(float("inf") if bounds[1] is None else float(bounds[1]))
+        else:
+            return None
+    if not lows or value.is_graph_output():
+        return None
+    return min(lows), max(highs)
+
+
 def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep_fragile: bool = True) -> Placement:
     """Choose the sites of ``model`` for ``target``; ``exclude`` holds op types or regexes over node names."""
     outputs_quantized = target != "tensorrt"
@@ -155,5 +197,8 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
             consumers = _consumers(out)
             if len(consumers) == 1 and consumers[0].op_type == "Relu" and not out.is_graph_output():
                 relu = consumers[0]
+        if outputs_quantized and node.op_type == "Conv" and _tiny_spatial(node):
+            sites.append(Site(node, axis, False, None, weights_only=True))
+            continue
         sites.append(Site(node, axis, quantize_output, relu))
     return Placement(sites, kept)

@@ -24,7 +24,7 @@ from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant import calibrators
 from onnxpress.irpasses.quant.collect import collect_histograms
 from onnxpress.irpasses.quant.histogram import TensorHistogram
-from onnxpress.irpasses.quant.placement import Placement, Site, place
+from onnxpress.irpasses.quant.placement import Placement, Site, place, saturation_window
 from onnxpress.irpasses.quant.qparams import (
     QParams,
     activation_qparams,
@@ -129,9 +129,11 @@ class QDQ(Pass):
     """How many calibration samples judge fidelity in the sensitivity search."""
     bias_correction: bool = True
     """Subtract (W_q - W) E[x] from each bias (E[x] per input channel from the calibration data)."""
-    sensitive: Literal["weight-only", "float"] = "weight-only"
+    sensitive: Literal["weight-only", "fp16", "float"] = "fp16"
     """What layers kept out of full quantization by the fidelity search become: int8 weights with float
-    activations (most of the size win, none of the activation error) or plain float."""
+    activations (most of the size win, none of the activation error; onnxruntime runs them as float Convs on
+    dequantized weights, slower than float), fp16 weights (half the size; onnxruntime folds the Cast at load
+    and runs its fastest float kernels), or plain float."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
 
@@ -174,7 +176,7 @@ class QDQ(Pass):
         layers = [(s.node.name, s.node.op_type) for s in full.sites]
         evaluation = sensitivity.first_samples(samples, self.eval_samples)
         result = sensitivity.search(
-            model, ctx, layers, quantize, evaluation, metric, threshold, reduced=self.sensitive == "weight-only"
+            model, ctx, layers, quantize, evaluation, metric, threshold, reduced=self.sensitive != "float"
         )
         sensitivity.record(ctx, result, text)
         return self._leveled(full, result.levels)
@@ -188,8 +190,8 @@ class QDQ(Pass):
         for site in placement.sites:
             level = levels.get(site.node.name, FLOAT)
             if level == REDUCED:
-                site.weights_only = True
-                placement.kept_float[site.node.name] = "sensitive: int8 weights, float activations"
+                site.weights_only = site.demoted = True
+                placement.kept_float[site.node.name] = "sensitive: float activations, reduced weights"
             elif level == FLOAT:
                 placement.kept_float[site.node.name] = "sensitive: kept float"
                 continue
@@ -206,7 +208,11 @@ class QDQ(Pass):
             h = stats.get(value.name)
             if h is None or h.seen == 0:
                 raise DataError(f"no calibration statistics for tensor '{value.name}' (it was never computed on the samples)")
-            act[value.name] = activation_qparams(*tensor_range(h, self.calibrator, self.percentile), self.activations)
+            lo, hi = tensor_range(h, self.calibrator, self.percentile)
+            window = saturation_window(value)
+            if window is not None:  # range the consumers cannot see is wasted precision
+                lo, hi = max(lo, window[0]), min(hi, window[1])
+            act[value.name] = activation_qparams(lo, hi, self.activations)
         rewriter = _Rewriter(model, "fp8" if self.activations == "fp8" else "int8", self.per_channel)
         names = [v.name for v in values]  # absorbing a Relu moves its output's name to the Conv output
         site_inputs = [site.node.inputs[0].name for site in placement.sites]
@@ -219,6 +225,9 @@ class QDQ(Pass):
         for site, source in zip(placement.sites, site_inputs):
             h = stats.get(source)
             mean = h.channel_mean() if (self.bias_correction and h is not None) else None
+            if site.demoted and self.sensitive == "fp16":
+                rewriter.half_weights(site)
+                continue
             rewriter.quantize_weights(site, None if site.weights_only else act.get(source), mean)
         common_passes.RemoveUnusedNodesPass()(model)  # drops the float weights now unused
         self._last_counts = {"relus_absorbed": rewriter.relus_absorbed, "biases_corrected": rewriter.biases_corrected}
@@ -247,7 +256,7 @@ class _Rewriter:
     def __init__(self, model: ir.Model, weight_kind: str, per_channel: bool) -> None:
         self.model, self.graph = model, model.graph
         self.weight_kind, self.per_channel = weight_kind, per_channel
-        self.weights: dict[int, ir.Value] = {}
+        self.weights: dict[object, ir.Value] = {}
         self.relus_absorbed = 0
         self.biases_corrected = 0
 
@@ -324,6 +333,21 @@ class _Rewriter:
             self._correct_bias(node, dq_out.producer().meta["weight_error"], input_mean)
         if len(node.inputs) > 2 and input_qp is not None and self.weight_kind == "int8":
             self._quantize_bias(node, input_qp, dq_out.producer().meta["weight_scale"])
+
+    def half_weights(self, site: Site) -> None:
+        """Store the weight as float16 behind a Cast (a constant onnxruntime folds when the session loads)."""
+        node = site.node
+        weight_value = node.inputs[1]
+        key = ("fp16", id(weight_value))
+        if key not in self.weights:
+            half = weight_value.const_value.numpy().astype(np.float16)
+            stored = self._constant(f"{weight_value.name or node.name}_fp16", half)
+            cast = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"{stored.name}_Cast")
+            cast.outputs[0].name = f"{stored.name}_float"
+            cast.outputs[0].type, cast.outputs[0].shape = weight_value.type, weight_value.shape
+            self.graph.insert_before(node, cast)
+            self.weights[key] = cast.outputs[0]
+        node.replace_input_with(1, self.weights[key])
 
     def _correct_bias(self, node: ir.Node, error: np.ndarray, mean: np.ndarray) -> None:
         """Subtract the output shift the weight rounding causes on average, (W_q - W) E[x] (Nagel et al.,

@@ -1,28 +1,121 @@
-"""Weight-only quantization cases, each run in its own process for wall time and peak memory (see quant_suite)."""
+"""Quantization cases for tools/bench quant, each run in its own process (wall time and peak memory of that
+process alone): ``python -m onnxpress.tools.bench.quant_cases CASE SRC CALIB DST``.
+
+CALIB is the calibration data in onnxpress's DATA format (an .npz, axis 0 = samples, or a folder of .npz);
+every tool reads the same samples. Peers get their documented best path: ORT's static quantizer runs after
+``quant_pre_process`` (its recommended pre-processing), QDQ format, per-channel int8 weights, uint8
+activations. ORT processes run under a 12 GiB address-space limit, so an unbounded calibrator fails cleanly
+instead of taking the machine down.
+"""
 
 from __future__ import annotations
 
+import resource
 import sys
+import tempfile
+from pathlib import Path
+
+MEMORY_CAP = 12 * 2**30
 
 
-def onnxpress_w4(src: str, dst: str) -> None:
-    from onnxpress.tools.cli import main
+def _onnxpress(pipeline: str, target: str | None = None):  # noqa: ANN202
+    def case(src: str, calib: str, dst: str) -> None:
+        from onnxpress.tools.cli import main
 
-    code = main(["opt", src, "-o", dst, "-p", "weight-only{bits=4,block=32}", "--target", "ort", "--no-verify", "-q"])
-    if code:
-        raise SystemExit(code)
+        argv = ["opt", src, "-o", dst, "-p", pipeline, "--calib", calib, "--no-verify", "-q", "--max-ir-version", "10"]
+        if target:
+            argv += ["--target", target]
+        code = main(argv)
+        if code:
+            raise SystemExit(code)
+
+    return case
 
 
-def ort_matmulnbits(src: str, dst: str) -> None:
+def _samples(calib: str):  # noqa: ANN202
+    from onnxpress.frontends.sample_data import NpzSamples
+
+    return NpzSamples(calib)
+
+
+def _reader(calib: str):  # noqa: ANN202
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(_samples(calib))
+
+        def get_next(self):  # noqa: ANN202
+            return next(self.items, None)
+
+    return Reader()
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+
+def _preprocessed(src: str) -> str:
+    """ORT's recommended pre-processing, plus an opset upgrade when the model is below 13 (its QDQ needs it)."""
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = str(Path(tempfile.mkdtemp()) / "pre.onnx")
+    model = onnx.load(src)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 13:
+        model = version_converter.convert_version(model, 17)
+        src = str(Path(out).with_name("converted.onnx"))
+        onnx.save(model, src)
+    quant_pre_process(src, out, skip_symbolic_shape=True)
+    return out
+
+
+def _ort_static(method: str):  # noqa: ANN202
+    def case(src: str, calib: str, dst: str) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        _cap_memory()
+        quantize_static(
+            _preprocessed(src), dst, _reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}[method],
+        )
+
+    return case
+
+
+def ort_dynamic(src: str, calib: str, dst: str) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    _cap_memory()
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+
+
+def ort_matmulnbits(src: str, calib: str, dst: str) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    _cap_memory()
     quantizer = MatMulNBitsQuantizer(onnx.load(src), bits=4, block_size=32, is_symmetric=True)
     quantizer.process()
     onnx.save_model(quantizer.model.model, dst)
 
 
-CASES = {"onnxpress weight-only 4-bit": onnxpress_w4, "ORT MatMulNBitsQuantizer 4-bit": ort_matmulnbits}
+CASES = {
+    "onnxpress int8": _onnxpress("int8"),
+    "onnxpress auto": _onnxpress("auto"),
+    "onnxpress auto (float fallback)": _onnxpress('convert-opset{min=17},optimize,qdq{fidelity="cosine>=0.995",eval_samples=8,sensitive=float}'),
+    "onnxpress auto 0.999": _onnxpress('convert-opset{min=17},optimize,qdq{fidelity="cosine>=0.999",eval_samples=16}'),
+    "onnxpress int8-dynamic": _onnxpress("int8-dynamic"),
+    "onnxpress auto-dynamic": _onnxpress("auto-dynamic"),
+    "onnxpress w4": _onnxpress("w4", target="ort"),
+    "ORT static MinMax": _ort_static("minmax"),
+    "ORT static Entropy": _ort_static("entropy"),
+    "ORT dynamic": ort_dynamic,
+    "ORT MatMulNBits 4-bit": ort_matmulnbits,
+}
 
 if __name__ == "__main__":
-    CASES[sys.argv[1]](sys.argv[2], sys.argv[3])
+    CASES[sys.argv[1]](sys.argv[2], sys.argv[3], sys.argv[4])
