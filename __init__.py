@@ -102,6 +102,7 @@ def optimize(
     )
     out, report = manager.run(ir_model)
     report.explain = ctx.extra.get("explain")
+    report.quantization = ctx.extra.get("quantization")
     previous = out.metadata_props.get("onnxpress.pipeline")
     out.metadata_props["onnxpress.pipeline"] = f"{previous},{report.pipeline}" if previous else report.pipeline
     out.metadata_props["onnxpress.version"] = __version__

@@ -44,6 +44,10 @@ def cmd_opt(args: argparse.Namespace) -> int:
         raise SystemExit("error: --bisect needs the numeric check; drop --no-verify")
     registry = default_registry()
     passes = build_passes(args.pipeline, registry)  # bad pipelines fail before the model is read
+    if args.target and any(op in args.target for op in (">=", "<=")):  # --target "cosine>=0.995" is a fidelity target
+        args.fidelity, args.target = args.target, None
+    if args.fidelity:
+        _set_fidelity(passes, args.fidelity)
     model = onnxpress.load(args.input, target_opset=args.target_opset)
     check_output_path(model, args.output)
     before = summarize(model)
@@ -66,6 +70,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
             instruments=instruments,
             registry=registry,
             explain=args.explain,
+            min_cosine=args.min_cosine,
         )
     except onnxpress.OnnxpressError as err:
         if args.bisect and type(err).__name__ in ("NumericMismatchError", "VerificationError"):
@@ -92,6 +97,22 @@ def cmd_opt(args: argparse.Namespace) -> int:
             f"{args.output}: {after['nodes']} nodes, {format_bytes(after['weight_bytes'])}"
         )
     return 0
+
+
+def _set_fidelity(passes: list[Any], target: str) -> None:
+    """Give every pass that searches for a fidelity target (qdq, dynamic-quant) this one."""
+    from onnxpress.irpasses.core import PipelineError
+    from onnxpress.irpasses.quant.sensitivity import parse_fidelity
+
+    parse_fidelity(target)  # a bad target fails before any work
+    taken = [p for p in passes if hasattr(p, "fidelity")]
+    if not taken:
+        raise PipelineError(
+            f"--fidelity {target!r}: no pass in the pipeline takes a fidelity target",
+            hint="use a quantization pipeline: -p auto, -p int8, -p int8-dynamic (or qdq / dynamic-quant)",
+        )
+    for p in taken:
+        p.fidelity = target
 
 
 def _report_bisect(args: argparse.Namespace, passes: list[Any]) -> None:
@@ -278,6 +299,13 @@ def _demo_pages(folder: str) -> str | None:
     return path
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from onnxpress.tools.plot import plot_sensitivity
+
+    print(f"wrote {plot_sensitivity(args.report, args.output)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     folder = tempfile.mkdtemp(prefix="onnxpress-demo-")
     out = args.output or os.path.join(folder, "det.optimized.onnx")
@@ -286,7 +314,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(
         input=str(DEMO_MODEL), output=out, pipeline="optimize", calib=None, inputs=pages, target=None, report=None,
         verify_each=True, no_verify=False, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, dump_ir=None, reproducer_dir=None, bisect=False,
-        target_opset=None, max_ir_version=None, quiet=False, explain=False, all_passes=False,
+        target_opset=None, max_ir_version=None, quiet=False, explain=False, all_passes=False, fidelity=None, min_cosine=None,
     )
     return cmd_opt(ns)
 
@@ -303,7 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("-p", "--pipeline", default="cleanup", help="pipeline text like 'cleanup,qdq{bits=8}' or a .yaml/.toml recipe")
     opt.add_argument("--calib", help="calibration DATA: .npz (axis 0 = samples) or a folder of .npz, one per sample")
     opt.add_argument("--inputs", help="DATA for the numeric check (default: --calib, else random inputs)")
-    opt.add_argument("--target", help="target backend the passes may emit for (default: standard ONNX only)")
+    opt.add_argument(
+        "--target",
+        help="target backend the passes may emit for (default: standard ONNX only); a fidelity expression such as "
+        "'cosine>=0.995' is taken as --fidelity",
+    )
+    opt.add_argument("--fidelity", help="fidelity target for quantization, e.g. 'cosine>=0.995' or 'max_abs<=0.01': "
+                     "the most sensitive layers stay at higher precision until it holds on the calibration data")
+    opt.add_argument("--min-cosine", type=float, help="numeric check bound for lossy pipelines (default 0.99)")
     opt.add_argument("--report", help="write the JSON report here")
     opt.add_argument("--verify-each", action="store_true", help="numeric check after every pass that changed the model")
     opt.add_argument("--no-verify", action="store_true", help="skip the numeric check (structural checks still run)")
@@ -360,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     backend_options(bench)
     bench.set_defaults(func=cmd_bench)
+
+    plot = sub.add_parser("plot", help="plot the per-layer sensitivity table of an opt --report JSON")
+    plot.add_argument("report")
+    plot.add_argument("-o", "--output", required=True, help="image file (.png, .svg, .pdf)")
+    plot.set_defaults(func=cmd_plot)
 
     demo = sub.add_parser("demo", help="optimize the embedded PP-OCRv4 detection model and print the report")
     demo.add_argument("-o", "--output")

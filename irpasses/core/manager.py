@@ -101,11 +101,33 @@ class PipelineReport:
     checker: str = "not run"
     explain: list[dict[str, str]] | None = None
     """With explain on: every rewrite-rule site that matched, and every near-miss with its reason."""
+    quantization: dict[str, Any] | None = None
+    """From quantization passes: layers kept out of full quantization and why, the per-layer sensitivity
+    table, and the fidelity target reached."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["numerics"] = [e.to_dict() for e in self.numerics] if self.numerics is not None else None
         return d
+
+    def quantization_lines(self) -> list[str]:
+        q = self.quantization or {}
+        lines = []
+        if "fidelity" in q:
+            f = q["fidelity"]
+            lines.append(
+                f"fidelity target {f['target']}: reached {f['reached']:.6f} ({'met' if f['met'] else 'NOT met'}) after "
+                f"{f['evaluations']} evaluations"
+            )
+        kept = q.get("kept_float") or {}
+        if kept:
+            reasons: dict[str, list[str]] = {}
+            for node, why in kept.items():
+                reasons.setdefault(why, []).append(node)
+            for why, nodes in reasons.items():
+                shown = ", ".join(nodes[:6]) + (f" and {len(nodes) - 6} more" if len(nodes) > 6 else "")
+                lines.append(f"not fully quantized ({why}): {shown}")
+        return lines
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=float)
@@ -134,6 +156,7 @@ class PipelineReport:
         if compact and unchanged:
             rows.append(f"({len(unchanged)} more pass runs changed nothing: {sum(r.seconds for r in unchanged) * 1e3:.0f} ms)")
         rows.append(f"total {self.seconds:.2f} s, peak RSS {self.peak_rss_mib:.0f} MiB; checker: {self.checker}")
+        rows += self.quantization_lines()
         if self.numerics is not None:
             for e in self.numerics:
                 rows.append(

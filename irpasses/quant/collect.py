@@ -15,9 +15,10 @@ import onnx_ir as ir
 from onnxpress.irpasses.core.errors import DataError
 from onnxpress.irpasses.core.progress import progress
 from onnxpress.irpasses.quant.histogram import DEFAULT_BINS, TensorHistogram
+from onnxpress.irpasses.quant.malloc import return_large_blocks, trim
 
 QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-DEFAULT_BYTE_BUDGET = 96 * 2**20
+DEFAULT_BYTE_BUDGET = 64 * 2**20
 
 
 def activation_tensors(model: ir.Model, ops: frozenset[str] = QUANTIZABLE_OPS) -> list[str]:
@@ -54,10 +55,15 @@ def collect_histograms(
     names = list(tensors) if tensors is not None else activation_tensors(model)
     if not names:
         return {}
-    sample_list = samples if isinstance(samples, list) else None
-    source = sample_list if sample_list is not None else list(samples)
-    if not source:
+    return_large_blocks()
+    source = samples  # re-iterable: read once per chunk, never held all at once
+    first = next(iter(source), None)
+    if first is None:
         raise DataError("calibration data is empty: no sample to run")
+    try:
+        count: int | None = len(source)  # type: ignore[arg-type]
+    except TypeError:  # a generator-backed source has no length; the progress bar just counts up
+        count = None
     axes = channel_axes or {}
     histograms = {n: TensorHistogram(bins=bins, channel_axis=axes.get(n)) for n in names}
     graph_inputs = [v.name for v in model.graph.inputs if v.name in histograms]
@@ -65,8 +71,9 @@ def collect_histograms(
         for name in graph_inputs:
             histograms[name].update(np.asarray(sample[name]))
     computed = [n for n in names if n not in graph_inputs]
-    chunks = _plan_chunks(model, computed, source[0], byte_budget) if computed else []
-    with progress("calibrating", len(chunks) * len(source), show_progress) as bar:
+    chunks = _plan_chunks(model, computed, first, byte_budget) if computed else []
+    del first
+    with progress("calibrating", len(chunks) * count if count else None, show_progress) as bar:
         for chunk in chunks:
             session = _session(model, chunk)
             wanted = [o.name for o in session.get_outputs() if o.name in histograms]
@@ -76,6 +83,7 @@ def collect_histograms(
                     histograms[name].update(array)
                 bar.advance()
             del session
+            trim()
     return histograms
 
 
@@ -91,6 +99,7 @@ def _plan_chunks(model: ir.Model, names: list[str], sample: Mapping[str, np.ndar
         for name, array in zip(wanted, session.run(wanted, feed)):
             sizes[name] = int(np.asarray(array).nbytes)
         del session
+        trim()
     chunks: list[list[str]] = [[]]
     used = 0
     for name in names:

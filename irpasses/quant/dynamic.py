@@ -187,7 +187,7 @@ class DynamicQuant(Pass):
         layers = [(n.name, n.op_type) for n in self._layers(model)]
         result = sensitivity.search(
             model, ctx, layers, lambda clone, levels: self._quantize(clone, levels) and None, samples, metric, threshold,
-            reduced=self.sensitive == "weight-only",
+            reduced=self.sensitive == "weight-only", sizes={n.name: n.inputs[1].const_value.size for n in self._layers(model)},
         )
         sensitivity.record(ctx, result, text)
         return result.levels

@@ -129,11 +129,13 @@ class QDQ(Pass):
     """How many calibration samples judge fidelity in the sensitivity search."""
     bias_correction: bool = True
     """Subtract (W_q - W) E[x] from each bias (E[x] per input channel from the calibration data)."""
-    sensitive: Literal["weight-only", "fp16", "float"] = "fp16"
+    sensitive: Literal["auto", "weight-only", "fp16", "float"] = "auto"
     """What layers kept out of full quantization by the fidelity search become: int8 weights with float
     activations (most of the size win, none of the activation error; onnxruntime runs them as float Convs on
     dequantized weights, slower than float), fp16 weights (half the size; onnxruntime folds the Cast at load
-    and runs its fastest float kernels), or plain float."""
+    and runs its fastest float kernels), plain float, or auto: fp16 on large maps (more than
+    ``large_map`` positions per sample, where the slow path would cost time), int8 weights elsewhere."""
+    large_map: int = 16384
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
 
@@ -176,10 +178,16 @@ class QDQ(Pass):
         layers = [(s.node.name, s.node.op_type) for s in full.sites]
         evaluation = sensitivity.first_samples(samples, self.eval_samples)
         result = sensitivity.search(
-            model, ctx, layers, quantize, evaluation, metric, threshold, reduced=self.sensitive != "float"
+            model, ctx, layers, quantize, evaluation, metric, threshold, reduced=self.sensitive != "float",
+            sizes={s.node.name: s.node.inputs[1].const_value.size for s in full.sites},
         )
         sensitivity.record(ctx, result, text)
         return self._leveled(full, result.levels)
+
+    def _half(self, stats: TensorHistogram | None) -> bool:
+        if self.sensitive == "fp16":
+            return True
+        return self.sensitive == "auto" and (stats is None or stats.positions_per_sample() > self.large_map)
 
     @staticmethod
     def _leveled(placement: Placement, levels: dict[str, str]) -> Placement:
@@ -225,7 +233,7 @@ class QDQ(Pass):
         for site, source in zip(placement.sites, site_inputs):
             h = stats.get(source)
             mean = h.channel_mean() if (self.bias_correction and h is not None) else None
-            if site.demoted and self.sensitive == "fp16":
+            if site.demoted and self._half(h):
                 rewriter.half_weights(site)
                 continue
             rewriter.quantize_weights(site, None if site.weights_only else act.get(source), mean)
@@ -315,9 +323,11 @@ class _Rewriter:
             base = weight_value.name or f"{node.name}_weight"
             qw = self._constant(f"{base}_quantized", q)
             scale = self._constant(f"{base}_scale", qp.scale)
-            zero = self._constant(f"{base}_zero_point", qp.zero_point)
+            inputs = [qw, scale]
+            if self.weight_kind != "int8":  # int8 weights are symmetric: the zero point defaults to 0
+                inputs.append(self._constant(f"{base}_zero_point", qp.zero_point))
             attrs = {"axis": site.weight_axis} if axis is not None else {}
-            dq = ir.node("DequantizeLinear", [qw, scale, zero], attributes=attrs, name=f"{base}_DequantizeLinear")
+            dq = ir.node("DequantizeLinear", inputs, attributes=attrs, name=f"{base}_DequantizeLinear")
             dq.outputs[0].name = f"{base}_dequantized"
             dq.outputs[0].type, dq.outputs[0].shape = weight_value.type, weight_value.shape
             self.graph.insert_before(node, dq)
@@ -378,8 +388,7 @@ class _Rewriter:
         base = (bias_value.name or f"{node.name}_bias") + f"_{node.name or 'q'}"
         qb = self._constant(f"{base}_quantized", q)
         s = self._constant(f"{base}_scale", scale)
-        z = self._constant(f"{base}_zero_point", np.zeros(channels, dtype=np.int32))
-        dq = ir.node("DequantizeLinear", [qb, s, z], attributes={"axis": 0}, name=f"{base}_DequantizeLinear")
+        dq = ir.node("DequantizeLinear", [qb, s], attributes={"axis": 0}, name=f"{base}_DequantizeLinear")
         dq.outputs[0].name = f"{base}_dequantized"
         dq.outputs[0].type, dq.outputs[0].shape = bias_value.type, bias_value.shape
         self.graph.insert_before(node, dq)

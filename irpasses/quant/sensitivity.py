@@ -39,20 +39,37 @@ def neg_max_abs(reference: Outputs, candidate: Outputs) -> float:
     return -max(float(np.max(np.abs(np.asarray(r) - np.asarray(got[n])))) for ref, got in zip(reference, candidate) for n, r in ref.items())
 
 
-METRICS: dict[str, Metric] = {"cosine": cosine, "max_abs": neg_max_abs}
-_FIDELITY = re.compile(r"^\s*(cosine|max_abs)\s*(>=|<=)\s*([0-9.eE+-]+)\s*$")
+def top1(reference: Outputs, candidate: Outputs) -> float:
+    """Share of positions whose argmax over the last axis agrees (classification, CTC decoding); outputs
+    whose last axis has one element are skipped."""
+    agree = total = 0
+    for ref, got in zip(reference, candidate):
+        for name, r in ref.items():
+            r = np.asarray(r)
+            if r.ndim == 0 or r.shape[-1] < 2:
+                continue
+            same = np.argmax(r, axis=-1) == np.argmax(np.asarray(got[name]), axis=-1)
+            agree, total = agree + int(same.sum()), total + same.size
+    return agree / total if total else 1.0
+
+
+METRICS: dict[str, Metric] = {"cosine": cosine, "max_abs": neg_max_abs, "top1": top1}
+_FIDELITY = re.compile(r"^\s*(cosine|max_abs|top1)\s*(>=|<=)\s*([0-9.eE+-]+)\s*$")
 
 
 def parse_fidelity(text: str) -> tuple[Metric, float, str]:
-    """'cosine>=0.995' or 'max_abs<=0.01' -> (metric, threshold on the metric's higher-is-better scale, text)."""
+    """'cosine>=0.995', 'top1>=0.99' or 'max_abs<=0.01' -> (metric, threshold on the metric's higher-is-better
+    scale, text)."""
     match = _FIDELITY.match(text)
     if not match:
-        raise PassOptionError(f"fidelity target {text!r} is not understood", hint="write e.g. 'cosine>=0.995' or 'max_abs<=0.01'")
+        raise PassOptionError(
+            f"fidelity target {text!r} is not understood", hint="write e.g. 'cosine>=0.995', 'top1>=0.99' or 'max_abs<=0.01'"
+        )
     name, op, number = match.groups()
     value = float(number)
-    if (name == "cosine") != (op == ">="):
-        raise PassOptionError(f"fidelity target {text!r}: use cosine>=X or max_abs<=X")
-    return METRICS[name], (value if name == "cosine" else -value), text.strip()
+    if (name != "max_abs") != (op == ">="):
+        raise PassOptionError(f"fidelity target {text!r}: use cosine>=X, top1>=X or max_abs<=X")
+    return METRICS[name], (-value if name == "max_abs" else value), text.strip()
 
 
 FULL, REDUCED, FLOAT = "full", "reduced", "float"
@@ -100,11 +117,14 @@ def search(
     metric: Metric,
     threshold: float,
     reduced: bool = True,
+    sizes: Mapping[str, int] | None = None,
 ) -> MixedPrecisionResult:
     """Rank ``layers`` ((node name, op type)) by sensitivity, then take the fewest most-sensitive ones out of
     full quantization so that metric >= threshold. A layer taken out goes to the reduced level unless that
     level alone already breaks the target (then float). ``quantize(clone, levels)`` applies {name: level}
-    to a clone of ``model`` (names not given stay float)."""
+    to a clone of ``model`` (names not given stay float). With ``sizes`` (parameters per layer), the layers
+    taken out are then tried back at full one at a time, largest first, and kept there while the target
+    holds: the ranking is by sensitivity alone, so bisection can take out big layers it did not need to."""
     reference = _run(model, samples)
     evaluations = 0
 
@@ -132,9 +152,9 @@ def search(
         out.update({r.node: demoted[r.node] for r in ranked[:k]})
         return out
 
-    best, kept = fidelity(levels_with(0)), 0
-    if best < threshold:
-        lo, hi, found = 1, len(ranked), None  # the smallest k that meets the target
+    def smallest_k() -> tuple[int, float] | None:
+        """Bisection for the fewest most-sensitive layers to take out (fidelity is near monotone in k)."""
+        lo, hi, found = 1, len(ranked), None
         while lo <= hi:
             mid = (lo + hi) // 2
             score = fidelity(levels_with(mid))
@@ -142,8 +162,23 @@ def search(
                 found, hi = (mid, score), mid - 1
             else:
                 lo = mid + 1
+        return found
+
+    best, kept = fidelity(levels_with(0)), 0
+    if best < threshold:
+        found = smallest_k()
+        if found is None and any(level == REDUCED for level in demoted.values()):
+            # the reduced level adds up to too much error over many layers: take layers out to float instead
+            demoted = dict.fromkeys(demoted, FLOAT)
+            found = smallest_k()
         kept, best = found if found is not None else (len(ranked), fidelity(levels_with(len(ranked))))
     levels = levels_with(kept)
+    if sizes and kept and best >= threshold:
+        for r in sorted(ranked[:kept], key=lambda r: -sizes.get(r.node, 0)):
+            trial = {**levels, r.node: FULL}
+            score = fidelity(trial)
+            if score >= threshold:
+                levels, best = trial, score
     for r in table:
         r.level = levels[r.node]
     return MixedPrecisionResult(levels, table, best, best >= threshold, evaluations)
@@ -162,6 +197,8 @@ def record(ctx: PassContext, result: MixedPrecisionResult, text: str) -> None:
     info = ctx.extra.setdefault("quantization", {})
     info["sensitivity"] = [dataclasses.asdict(r) for r in result.table]
     info["fidelity"] = {"target": text, "reached": result.fidelity, "met": result.met, "evaluations": result.evaluations}
+    reasons = {REDUCED: "sensitive: float activations, reduced weights", FLOAT: "sensitive: kept float"}
+    info["kept_float"] = {name: reasons[level] for name, level in result.levels.items() if level != FULL}
     if not result.met:
         ctx.logger.warning("fidelity target %s not reached even with every layer float", text)
 

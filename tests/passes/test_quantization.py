@@ -11,36 +11,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxpress.irpasses.core import DataError, PassOptionError
 from onnxpress.irpasses.quant.qparams import activation_qparams, quantize_weight
 from onnxpress.irpasses.quant.sensitivity import parse_fidelity
+from onnxpress.tools.testing import conv_net_proto as conv_net
 from onnxpress.tools.testing import mlp_proto, op_types, run
 
 RNG = np.random.default_rng(0)
-
-
-def conv_net(opset: int = 17) -> onnx.ModelProto:
-    """x[1,3,16,16] -> Conv/Relu -> Conv/HardSwish -> Conv -> Sigmoid (a small detector-like net)."""
-    def w(*shape: int) -> np.ndarray:
-        return (RNG.standard_normal(shape) * 0.3).astype(np.float32)
-
-    inits = [
-        numpy_helper.from_array(w(8, 3, 3, 3), "w1"), numpy_helper.from_array(w(8), "b1"),
-        numpy_helper.from_array(w(8, 8, 3, 3), "w2"), numpy_helper.from_array(w(8), "b2"),
-        numpy_helper.from_array(w(1, 8, 1, 1), "w3"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("HardSwish", ["c2"], ["h2"], name="hswish2"),
-        helper.make_node("Conv", ["h2", "w3"], ["c3"], name="head"),
-        helper.make_node("Sigmoid", ["c3"], ["y"], name="scores"),
-    ]
-    graph = helper.make_graph(
-        nodes, "convnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 16, 16])], inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
 
 
 def images(count: int) -> dict[str, np.ndarray]:

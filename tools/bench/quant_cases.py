@@ -106,6 +106,7 @@ def ort_matmulnbits(src: str, calib: str, dst: str) -> None:
 CASES = {
     "onnxpress int8": _onnxpress("int8"),
     "onnxpress auto": _onnxpress("auto"),
+    "onnxpress int8 (entropy)": _onnxpress("convert-opset{min=17},optimize,qdq{calibrator=entropy},dedup-initializers,dead-code"),
     "onnxpress auto (float fallback)": _onnxpress('convert-opset{min=17},optimize,qdq{fidelity="cosine>=0.995",eval_samples=8,sensitive=float}'),
     "onnxpress auto 0.999": _onnxpress('convert-opset{min=17},optimize,qdq{fidelity="cosine>=0.999",eval_samples=16}'),
     "onnxpress int8-dynamic": _onnxpress("int8-dynamic"),
@@ -117,5 +118,20 @@ CASES = {
     "ORT MatMulNBits 4-bit": ort_matmulnbits,
 }
 
+def own_peak_mib() -> float:
+    """This process's peak RSS since exec (VmHWM). Not ru_maxrss: Linux carries the parent's peak into a child
+    across fork/exec, so a child of a large bench process would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 if __name__ == "__main__":
-    CASES[sys.argv[1]](sys.argv[2], sys.argv[3], sys.argv[4])
+    try:
+        CASES[sys.argv[1]](sys.argv[2], sys.argv[3], sys.argv[4])
+    except BaseException as err:  # the bench reports why a tool failed, in one line
+        Path(sys.argv[4] + ".error").write_text(f"{type(err).__name__}: {err}"[:200])
+        raise
+    finally:
+        Path(sys.argv[4] + ".peak_mib").write_text(f"{own_peak_mib():.1f}")

@@ -28,7 +28,7 @@ CASES_BY_MODEL = {
         "onnxpress int8-dynamic", "onnxpress auto-dynamic", "onnxpress w4",
         "ORT dynamic", "ORT static MinMax", "ORT static Entropy", "ORT MatMulNBits 4-bit",
     ],
-    "det": ["onnxpress int8", "onnxpress auto", "onnxpress auto (float fallback)", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
+    "det": ["onnxpress int8", "onnxpress int8 (entropy)", "onnxpress auto", "onnxpress auto (float fallback)", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
     "rec": ["onnxpress int8", "onnxpress auto", "onnxpress auto 0.999", "onnxpress int8-dynamic", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
 }
 
@@ -79,10 +79,25 @@ def ctc_decode(probs: np.ndarray) -> tuple[int, ...]:
     return tuple(out)
 
 
+def edit_distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
 def rec_metrics(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
-    same = [ctc_decode(a) == ctc_decode(b) for a, b in zip(ref, got)]
+    """Character accuracy of the greedy CTC decode against float's (1 - edit distance / length, the OCR
+    metric), and the share of lines decoded identically."""
+    decoded = [(ctc_decode(a), ctc_decode(b)) for a, b in zip(ref, got)]
+    chars = 1.0 - sum(edit_distance(a, b) for a, b in decoded) / max(sum(len(a) for a, _ in decoded), 1)
     cos = [_cosine(a, b) for a, b in zip(ref, got)]
-    return {"task": float(np.mean(same)), "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos))}
+    return {
+        "task": float(chars), "same_lines": float(np.mean([a == b for a, b in decoded])),
+        "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
+    }
 
 
 def _write_data(samples: list[Sample], path: Path) -> str:
@@ -140,10 +155,13 @@ def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
         dst = folder / "model.onnx"
         print(f"  {name}: {label} ...", flush=True, file=sys.stderr)
         wall, rss, rc = run_measured([sys.executable, "-m", "onnxpress.tools.bench.quant_cases", label, str(src), calib_path, str(dst)])
-        row: dict[str, Any] = {"quantize_s": wall, "quantize_peak_mib": rss}
+        peak_file = Path(str(dst) + ".peak_mib")
+        row: dict[str, Any] = {"quantize_s": wall, "quantize_peak_mib": float(peak_file.read_text()) if peak_file.exists() else rss}
+        peak_file.unlink(missing_ok=True)
         rows[label] = row
         if rc or not dst.exists():
-            row["error"] = f"exit {rc}"
+            error_file = Path(str(dst) + ".error")
+            row["error"] = error_file.read_text().replace("|", "/").replace("\n", " ") if error_file.exists() else f"exit {rc}"
             continue
         try:
             session = _session(dst)
@@ -164,7 +182,7 @@ def bench_quant(models: tuple[str, ...] = ("minilm", "det", "rec")) -> dict[str,
     return {name: bench_model(name, work) for name in models}
 
 
-TASK = {"minilm": "retrieval agreement", "det": "mask IoU (min)", "rec": "same decode"}
+TASK = {"minilm": "retrieval agreement", "det": "mask IoU (min)", "rec": "char accuracy (same lines)"}
 
 
 def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -182,6 +200,7 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
                 lines.append(f"| {label} | failed: {r['error']} | | | | | | {r.get('quantize_s', 0):.1f} | {r.get('quantize_peak_mib', 0):.0f} |")
                 continue
             task = f"{r['task']:.3f}" + (f" ({r['task_min']:.3f})" if "task_min" in r else "")
+            task += f" ({r['same_lines']:.3f})" if "same_lines" in r else ""
             q = f"{r['quantize_s']:.1f} | {r['quantize_peak_mib']:.0f}" if "quantize_s" in r else "— | —"
             lines.append(
                 f"| {label} | {r['mb']:.2f} | {float_mb / r['mb']:.2f} | {task} | {r['cosine_mean']:.4f} / {r['cosine_min']:.4f} | "

@@ -1,0 +1,54 @@
+"""Plots of results people compare: per-layer quantization sensitivity from an ``opt --report`` JSON.
+
+matplotlib is an optional extra (``pip install 'onnxpress[plot]'``); without it the command says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from onnxpress.irpasses.core.errors import BackendUnavailableError, DataError
+
+LEVEL_COLORS = {"full": "#2b7bba", "reduced": "#f0a030", "float": "#d04040"}
+
+
+def sensitivity_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-layer table from a report written by ``onnxpress opt --report`` (or its ``report`` part)."""
+    body = report.get("report", report)
+    rows = (body.get("quantization") or {}).get("sensitivity")
+    if not rows:
+        raise DataError("the report holds no per-layer sensitivity table", hint="run a pipeline with a fidelity target, e.g. -p auto --report R.json")
+    return rows
+
+
+def plot_sensitivity(report_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    """Bar chart of 1 - fidelity with only that layer quantized, in graph order, coloured by the level chosen."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise BackendUnavailableError("plotting needs matplotlib", hint="pip install 'onnxpress[plot]'") from err
+    rows = sensitivity_rows(json.loads(Path(report_path).read_text()))
+    body = json.loads(Path(report_path).read_text())
+    fidelity = (body.get("report", body).get("quantization") or {}).get("fidelity", {})
+    loss = [max(1.0 - r["score"], 1e-9) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(rows)), 4.0))
+    ax.bar(range(len(rows)), loss, color=[LEVEL_COLORS.get(r.get("level", "full"), "#888") for r in rows])
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), [r["node"] for r in rows], rotation=90, fontsize=6)
+    ax.set_ylabel("1 - fidelity (only this layer quantized)")
+    ax.set_title(f"per-layer sensitivity; target {fidelity.get('target', '?')}, reached {fidelity.get('reached', float('nan')):.5f}")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in LEVEL_COLORS.values()]
+    ax.legend(handles, [f"kept {k}" if k != "full" else "quantized" for k in LEVEL_COLORS], fontsize=7)
+    fig.tight_layout()
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
