@@ -79,7 +79,7 @@ class _Builder:
 def quantize_matmul(builder: _Builder, node: ir.Node) -> int:
     """Rewrite one MatMul; returns the bytes saved."""
     weight = node.inputs[1].const_value.numpy()
-    q, qp = quantize_weight(weight, axis=1)
+    q, qp = quantize_weight(weight, axis=1, search=False)  # clipping transformer weight outliers costs retrieval
     base = node.name or node.outputs[0].name or "matmul"
     wq = builder.constant(f"{base}_weight_int8", q)
     wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
@@ -96,7 +96,7 @@ def quantize_matmul(builder: _Builder, node: ir.Node) -> int:
 def weight_only_matmul(builder: _Builder, node: ir.Node) -> int:
     """int8 per-column weight behind a DequantizeLinear; the activation stays float (exact)."""
     weight = node.inputs[1].const_value.numpy()
-    q, qp = quantize_weight(weight, axis=1)
+    q, qp = quantize_weight(weight, axis=1, search=False)  # clipping transformer weight outliers costs retrieval
     base = node.name or node.outputs[0].name or "matmul"
     wq = builder.constant(f"{base}_weight_int8", q)
     wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
@@ -187,7 +187,7 @@ class DynamicQuant(Pass):
         layers = [(n.name, n.op_type) for n in self._layers(model)]
         result = sensitivity.search(
             model, ctx, layers, lambda clone, levels: self._quantize(clone, levels) and None, samples, metric, threshold,
-            reduced=self.sensitive == "weight-only", sizes={n.name: n.inputs[1].const_value.size for n in self._layers(model)},
+            reduced=self.sensitive == "weight-only",  # reduced = int8 weights: same size, nothing to win back
         )
         sensitivity.record(ctx, result, text)
         return result.levels

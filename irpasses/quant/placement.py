@@ -47,6 +47,8 @@ class Placement:
     sites: list[Site]
     kept_float: dict[str, str]
     """Node name -> why it stays float (excluded by the user or detected as fragile)."""
+    int32_bias: bool = True
+    """onnxruntime fuses int32 biases (DequantizeLinear) into QLinearConv; TensorRT wants them float."""
 
     def activation_values(self) -> list[ir.Value]:
         """Every activation that gets a Q->DQ pair, each once, in graph order of the sites."""
@@ -201,4 +203,4 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
             sites.append(Site(node, axis, False, None, weights_only=True))
             continue
         sites.append(Site(node, axis, quantize_output, relu))
-    return Placement(sites, kept)
+    return Placement(sites, kept, int32_bias=outputs_quantized)

@@ -236,7 +236,8 @@ class QDQ(Pass):
             if site.demoted and self._half(h):
                 rewriter.half_weights(site)
                 continue
-            rewriter.quantize_weights(site, None if site.weights_only else act.get(source), mean)
+            input_qp = None if site.weights_only or not placement.int32_bias else act.get(source)
+            rewriter.quantize_weights(site, input_qp, mean)
         common_passes.RemoveUnusedNodesPass()(model)  # drops the float weights now unused
         self._last_counts = {"relus_absorbed": rewriter.relus_absorbed, "biases_corrected": rewriter.biases_corrected}
         return rewriter.relus_absorbed

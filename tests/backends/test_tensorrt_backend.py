@@ -84,3 +84,18 @@ def test_minilm_engine_with_profiles_from_real_sentences() -> None:
     lengths = [s["input_ids"].shape[1] for s in samples]
     assert artifact.metadata["profiles"]["input_ids"] == {"min": [1, min(lengths)], "opt": [1, lengths[0]], "max": [1, max(lengths)]}
     assert artifact.metadata["engine_bytes"] > 10_000_000 and np.isfinite(artifact.metadata["build_seconds"])
+
+
+@pytest.mark.parametrize(("activations", "precision"), [("int8", "INT8"), ("fp8", "FP8")])
+def test_quantized_qdq_model_builds_a_low_precision_engine(tmp_path: Path, activations: str, precision: str) -> None:
+    """The qdq pass's TensorRT placement (Q/DQ on Conv inputs) is what TensorRT's explicit quantization takes."""
+    from onnxpress.tools.testing import conv_net_proto
+
+    calib = {"x": np.random.default_rng(0).uniform(-1, 1, (4, 1, 3, 16, 16)).astype(np.float32)}
+    pipeline = f"convert-opset{{min=19}},qdq{{activations={activations}}}"
+    model, _ = onnxpress.optimize(onnxpress.load(conv_net_proto()), pipeline, samples=calib, target="tensorrt", verify="off")
+    backend = get_backend("tensorrt")
+    artifact = compile_model(model, backend, CompileOptions(), tmp_path / "q.engine")
+    sidecar = json.loads((tmp_path / "q.engine.json").read_text())
+    assert artifact.path is not None and artifact.path.stat().st_size > 0
+    assert precision in sidecar["layer_precisions"], sidecar["layer_precisions"]

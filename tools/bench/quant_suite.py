@@ -4,7 +4,10 @@ Models and task metrics (same calibration and evaluation samples for every tool,
 - all-MiniLM-L6-v2: 32 calibration sentences; 96 held-out sentences: embedding cosine to float's and
   nearest-neighbour retrieval agreement with the float model;
 - PP-OCRv4 det: 8 rendered pages to calibrate, 4 others to evaluate: text-mask IoU at the DB threshold 0.3;
-- PP-OCRv4 rec: 16 text lines to calibrate, 16 others: greedy CTC decode identical to float's.
+- PP-OCRv4 rec: 16 text lines to calibrate, 16 others: character accuracy of the greedy CTC decode against
+  float's (and the share of identical lines);
+- PP-OCR mobile v2 cls (not looked at while developing the passes): 16 lines / 32 others, half upside down:
+  same predicted direction as float.
 Each quantization runs in its own process (wall time, peak RSS); latency is ORT 1.31, ORT_ENABLE_ALL, 1 thread,
 batch 1, median of interleaved runs of every variant in this process.
 """
@@ -29,6 +32,7 @@ CASES_BY_MODEL = {
         "ORT dynamic", "ORT static MinMax", "ORT static Entropy", "ORT MatMulNBits 4-bit",
     ],
     "det": ["onnxpress int8", "onnxpress int8 (entropy)", "onnxpress auto", "onnxpress auto (float fallback)", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
+    "cls": ["onnxpress int8", "onnxpress auto", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
     "rec": ["onnxpress int8", "onnxpress auto", "onnxpress auto 0.999", "onnxpress int8-dynamic", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
 }
 
@@ -79,6 +83,18 @@ def ctc_decode(probs: np.ndarray) -> tuple[int, ...]:
     return tuple(out)
 
 
+def cls_metrics(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
+    """Text-direction classifier (0 / 180 degrees): same predicted class as float."""
+    same = [int(np.argmax(a)) == int(np.argmax(b)) for a, b in zip(ref, got)]
+    cos = [_cosine(a, b) for a, b in zip(ref, got)]
+    return {"task": float(np.mean(same)), "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos))}
+
+
+def _flipped(lines: list[Sample]) -> list[Sample]:
+    """Every other line turned upside down, so the direction classifier sees both classes."""
+    return [{"x": np.ascontiguousarray(s["x"][:, :, ::-1, ::-1])} if i % 2 else s for i, s in enumerate(lines)]
+
+
 def edit_distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     row = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
@@ -119,6 +135,8 @@ def _models() -> dict[str, tuple[Path, list[Sample], list[Sample], Callable]]:
     return {
         "minilm": (R.minilm_onnx(), R.minilm_samples(R.sentences(32, offset=0)), R.minilm_samples(R.sentences(96, offset=300)), minilm_metrics),
         "det": (R.rapidocr_model("det"), pages[:8], pages[8:], det_metrics),
+        "cls": (R.rapidocr_model("cls"), _flipped(R.text_lines(16, width=192, seed=0, offset=0)),
+                _flipped(R.text_lines(32, width=192, seed=1, offset=40)), cls_metrics),
         "rec": (R.rapidocr_model("rec"), R.text_lines(16, seed=0, offset=0), R.text_lines(16, seed=1, offset=40), rec_metrics),
     }
 
@@ -177,12 +195,12 @@ def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def bench_quant(models: tuple[str, ...] = ("minilm", "det", "rec")) -> dict[str, dict[str, dict[str, Any]]]:
+def bench_quant(models: tuple[str, ...] = ("minilm", "det", "rec", "cls")) -> dict[str, dict[str, dict[str, Any]]]:
     work = Path(tempfile.mkdtemp(prefix="onnxpress-quant-"))
     return {name: bench_model(name, work) for name in models}
 
 
-TASK = {"minilm": "retrieval agreement", "det": "mask IoU (min)", "rec": "char accuracy (same lines)"}
+TASK = {"minilm": "retrieval agreement", "det": "mask IoU (min)", "rec": "char accuracy (same lines)", "cls": "same class"}
 
 
 def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
