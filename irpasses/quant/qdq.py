@@ -132,10 +132,10 @@ class QDQ(Pass):
     sensitive: Literal["auto", "weight-only", "fp16", "float"] = "auto"
     """What layers kept out of full quantization by the fidelity search become: int8 weights with float
     activations (most of the size win, none of the activation error; onnxruntime runs them as float Convs on
-    dequantized weights, slower than float), fp16 weights (half the size; onnxruntime folds the Cast at load
-    and runs its fastest float kernels), plain float, or auto: fp16 on large maps (more than
-    ``large_map`` positions per sample, where the slow path would cost time), int8 weights elsewhere."""
-    large_map: int = 16384
+    dequantized weights, slower than float), fp16 weights (half the size; onnxruntime folds the Cast at load),
+    plain float, or auto: int8 weights dequantized by Cast and Mul, standard ops that onnxruntime folds into a
+    float constant when the session loads, so the layer runs on its fastest float kernels while the file keeps
+    one byte per weight."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
 
@@ -185,9 +185,7 @@ class QDQ(Pass):
         return self._leveled(full, result.levels)
 
     def _half(self, stats: TensorHistogram | None) -> bool:
-        if self.sensitive == "fp16":
-            return True
-        return self.sensitive == "auto" and (stats is None or stats.positions_per_sample() > self.large_map)
+        return self.sensitive == "fp16"
 
     @staticmethod
     def _leveled(placement: Placement, levels: dict[str, str]) -> Placement:
@@ -237,7 +235,7 @@ class QDQ(Pass):
                 rewriter.half_weights(site)
                 continue
             input_qp = None if site.weights_only or not placement.int32_bias else act.get(source)
-            rewriter.quantize_weights(site, input_qp, mean)
+            rewriter.quantize_weights(site, input_qp, mean, folded=site.demoted and self.sensitive == "auto")
         common_passes.RemoveUnusedNodesPass()(model)  # drops the float weights now unused
         self._last_counts = {"relus_absorbed": rewriter.relus_absorbed, "biases_corrected": rewriter.biases_corrected}
         return rewriter.relus_absorbed
@@ -313,11 +311,17 @@ class _Rewriter:
         for use in uses:
             use.node.replace_input_with(use.idx, dq.outputs[0])
 
-    def quantize_weights(self, site: Site, input_qp: QParams | None, input_mean: np.ndarray | None = None) -> None:
+    def quantize_weights(
+        self, site: Site, input_qp: QParams | None, input_mean: np.ndarray | None = None, folded: bool = False
+    ) -> None:
+        """int8 weight (per channel) behind a DequantizeLinear, or with ``folded`` behind Cast and Mul, which
+        runtimes fold into a float constant at load (no integer kernel wanted there, just the small file)."""
         node = site.node
         weight_value = node.inputs[1]
         axis = site.weight_axis if self.per_channel else None
-        key = id(weight_value)
+        key = ("folded" if folded else "dq", id(weight_value))
+        if folded and key not in self.weights:
+            self.weights[key] = self._folded_weight(node, weight_value, axis)
         if key not in self.weights:
             weight = weight_value.const_value.numpy()
             q, qp = quantize_weight(weight, axis, self.weight_kind)
@@ -342,8 +346,27 @@ class _Rewriter:
         node.replace_input_with(1, dq_out)
         if input_mean is not None:
             self._correct_bias(node, dq_out.producer().meta["weight_error"], input_mean)
+        if folded:
+            return
         if len(node.inputs) > 2 and input_qp is not None and self.weight_kind == "int8":
             self._quantize_bias(node, input_qp, dq_out.producer().meta["weight_scale"])
+
+    def _folded_weight(self, node: ir.Node, weight_value: ir.Value, axis: int | None) -> ir.Value:
+        weight = weight_value.const_value.numpy()
+        q, qp = quantize_weight(weight, axis, "int8")
+        shape = [1] * weight.ndim
+        if axis is not None:
+            shape[axis] = -1
+        base = weight_value.name or f"{node.name}_weight"
+        stored = self._constant(f"{base}_int8", q)
+        scale = self._constant(f"{base}_int8_scale", np.reshape(qp.scale, shape).astype(np.float32))
+        cast = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_int8_Cast")
+        mul = ir.node("Mul", [cast.outputs[0], scale], name=f"{base}_int8_dequantize")
+        mul.outputs[0].name = f"{base}_int8_dequantized"
+        mul.outputs[0].type, mul.outputs[0].shape = weight_value.type, weight_value.shape
+        self.graph.insert_before(node, [cast, mul])
+        mul.meta["weight_error"] = q.astype(np.float32) * np.reshape(qp.scale, shape) - weight
+        return mul.outputs[0]
 
     def half_weights(self, site: Site) -> None:
         """Store the weight as float16 behind a Cast (a constant onnxruntime folds when the session loads)."""
