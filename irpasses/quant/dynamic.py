@@ -23,7 +23,7 @@ from onnx_ir.passes import common as common_passes
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
-from onnxpress.irpasses.quant.qparams import quantize_weight
+from onnxpress.irpasses.quant.qparams import add_constant, quantize_weight
 from onnxpress.irpasses.quant.sensitivity import FLOAT, FULL, REDUCED
 
 
@@ -57,13 +57,7 @@ class _Builder:
         self.graph = model.graph
 
     def constant(self, name: str, array: np.ndarray) -> ir.Value:
-        base, i = name, 0
-        while name in self.graph.initializers:
-            i += 1
-            name = f"{base}_{i}"
-        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-        self.graph.register_initializer(value)
-        return value
+        return add_constant(self.graph, name, array)
 
     def replace(self, node: ir.Node, new_nodes: list[ir.Node]) -> None:
         """Insert ``new_nodes`` before ``node``; the last one's output takes over ``node``'s output and name."""
@@ -76,35 +70,36 @@ class _Builder:
         new.name = name
 
 
-def quantize_matmul(builder: _Builder, node: ir.Node) -> int:
-    """Rewrite one MatMul; returns the bytes saved."""
+def _int8_columns(builder: _Builder, node: ir.Node) -> tuple[str, ir.Value, ir.Value, ir.Value, int]:
+    """The MatMul's weight as int8 per column: (name base, int8 weight, zero points, scales, bytes saved)."""
     weight = node.inputs[1].const_value.numpy()
     q, qp = quantize_weight(weight, axis=1, search=False)  # clipping transformer weight outliers costs retrieval
     base = node.name or node.outputs[0].name or "matmul"
     wq = builder.constant(f"{base}_weight_int8", q)
     wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
     wscale = builder.constant(f"{base}_weight_scale", qp.scale.astype(np.float32))
+    return base, wq, wzp, wscale, weight.nbytes - q.nbytes - qp.scale.nbytes
+
+
+def quantize_matmul(builder: _Builder, node: ir.Node) -> int:
+    """Rewrite one MatMul; returns the bytes saved."""
+    base, wq, wzp, wscale, saved = _int8_columns(builder, node)
     dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=f"{base}_DynamicQuantizeLinear")
     mmi = ir.node("MatMulInteger", [dql.outputs[0], wq, dql.outputs[2], wzp], name=f"{base}_MatMulInteger")
     cast = ir.node("Cast", [mmi.outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_Cast")
     scale = ir.node("Mul", [dql.outputs[1], wscale], name=f"{base}_scale")
     out = ir.node("Mul", [cast.outputs[0], scale.outputs[0]], name=f"{base}_rescale")
     builder.replace(node, [dql, mmi, cast, scale, out])
-    return weight.nbytes - q.nbytes - qp.scale.nbytes
+    return saved
 
 
 def weight_only_matmul(builder: _Builder, node: ir.Node) -> int:
     """int8 per-column weight behind a DequantizeLinear; the activation stays float (exact)."""
-    weight = node.inputs[1].const_value.numpy()
-    q, qp = quantize_weight(weight, axis=1, search=False)  # clipping transformer weight outliers costs retrieval
-    base = node.name or node.outputs[0].name or "matmul"
-    wq = builder.constant(f"{base}_weight_int8", q)
-    wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
-    wscale = builder.constant(f"{base}_weight_scale", qp.scale.astype(np.float32))
+    base, wq, wzp, wscale, saved = _int8_columns(builder, node)
     dq = ir.node("DequantizeLinear", [wq, wscale, wzp], attributes={"axis": 1}, name=f"{base}_weight_DequantizeLinear")
     mm = ir.node("MatMul", [node.inputs[0], dq.outputs[0]], name=f"{base}_weight_only")
     builder.replace(node, [dq, mm])
-    return weight.nbytes - q.nbytes - qp.scale.nbytes
+    return saved
 
 
 def quantize_embedding(builder: _Builder, node: ir.Node) -> int:

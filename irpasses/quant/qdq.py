@@ -28,6 +28,7 @@ from onnxpress.irpasses.quant.placement import Placement, Site, place, saturatio
 from onnxpress.irpasses.quant.qparams import (
     QParams,
     activation_qparams,
+    add_constant,
     quantize_bias,
     quantize_weight,
 )
@@ -268,13 +269,7 @@ class _Rewriter:
         self.biases_corrected = 0
 
     def _constant(self, name: str, array: np.ndarray) -> ir.Value:
-        base, i = name, 0
-        while name in self.graph.initializers:
-            i += 1
-            name = f"{base}_{i}"
-        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-        self.graph.register_initializer(value)
-        return value
+        return add_constant(self.graph, name, array)
 
     def absorb_relu(self, site: Site) -> dict[int, ir.Value]:
         """Conv -> Relu becomes Conv whose quantized output (zero point at 0) does the clamping; returns
