@@ -27,11 +27,8 @@ class TensorHistogram:
     """When set, also the per-channel mean along this axis (bias correction needs E[x] per input channel)."""
     channel_sum: np.ndarray | None = None
     channel_count: int = 0
-    updates: int = 0
-    """How many arrays (samples) went in."""
 
     def update(self, values: np.ndarray) -> None:
-        self.updates += 1
         if self.channel_axis is not None:
             self._update_channels(np.asarray(values))
         data = np.asarray(values, dtype=np.float32).reshape(-1)
@@ -67,10 +64,6 @@ class TensorHistogram:
         else:
             self.channel_sum += sums
             self.channel_count += moved.shape[0]
-
-    def positions_per_sample(self) -> float:
-        """Elements per channel in one sample (N*H*W for a Conv input): how much work a layer does."""
-        return self.channel_count / self.updates if self.updates else 0.0
 
     def channel_mean(self) -> np.ndarray | None:
         if self.channel_sum is None or self.channel_count == 0:

@@ -185,9 +185,6 @@ class QDQ(Pass):
         sensitivity.record(ctx, result, text)
         return self._leveled(full, result.levels)
 
-    def _half(self, stats: TensorHistogram | None) -> bool:
-        return self.sensitive == "fp16"
-
     @staticmethod
     def _leveled(placement: Placement, levels: dict[str, str]) -> Placement:
         """Apply {node name: full|reduced|float} (absent: float) to a placement; reasons go to the report."""
@@ -232,7 +229,7 @@ class QDQ(Pass):
         for site, source in zip(placement.sites, site_inputs):
             h = stats.get(source)
             mean = h.channel_mean() if (self.bias_correction and h is not None) else None
-            if site.demoted and self._half(h):
+            if site.demoted and self.sensitive == "fp16":
                 rewriter.half_weights(site)
                 continue
             input_qp = None if site.weights_only or not placement.int32_bias else act.get(source)

@@ -19,6 +19,7 @@ from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
+from onnxpress.irpasses.quant.qparams import add_constant
 
 
 @dataclasses.dataclass
@@ -149,11 +150,11 @@ class WeightOnly(Pass):
             base = weight_value.name or f"matmul{count}"
             inputs = [
                 node.inputs[0],
-                _initializer(model, f"{base}_q{self.bits}", q.packed),
-                _initializer(model, f"{base}_scales", q.scales.astype(weight.dtype)),
+                add_constant(model.graph, f"{base}_q{self.bits}", q.packed),
+                add_constant(model.graph, f"{base}_scales", q.scales.astype(weight.dtype)),
             ]
             if q.zero_points is not None:
-                inputs.append(_initializer(model, f"{base}_zero_points", q.zero_points))
+                inputs.append(add_constant(model.graph, f"{base}_zero_points", q.zero_points))
             fused = ir.node(
                 "MatMulNBits", inputs, domain="com.microsoft", name=(node.name or base) + "_nbits",
                 attributes={"K": k, "N": n, "bits": self.bits, "block_size": self.block, "accuracy_level": self.accuracy_level},
@@ -171,9 +172,3 @@ class WeightOnly(Pass):
             model.opset_imports.setdefault("com.microsoft", 1)
             common_passes.RemoveUnusedNodesPass()(model)
         return self.result(model, count > 0, matmuls_quantized=count, bytes_saved=int(saved))
-
-
-def _initializer(model: ir.Model, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    model.graph.register_initializer(value)
-    return value

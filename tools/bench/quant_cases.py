@@ -18,7 +18,7 @@ from pathlib import Path
 MEMORY_CAP = 12 * 2**30
 
 
-def _onnxpress(pipeline: str, target: str | None = None):  # noqa: ANN202
+def _onnxpress(pipeline: str, target: str | None = None):
     def case(src: str, calib: str, dst: str) -> None:
         from onnxpress.tools.cli import main
 
@@ -32,20 +32,20 @@ def _onnxpress(pipeline: str, target: str | None = None):  # noqa: ANN202
     return case
 
 
-def _samples(calib: str):  # noqa: ANN202
+def _samples(calib: str):
     from onnxpress.frontends.sample_data import NpzSamples
 
     return NpzSamples(calib)
 
 
-def _reader(calib: str):  # noqa: ANN202
+def _reader(calib: str):
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.items = iter(_samples(calib))
 
-        def get_next(self):  # noqa: ANN202
+        def get_next(self):
             return next(self.items, None)
 
     return Reader()
@@ -72,9 +72,14 @@ def _preprocessed(src: str) -> str:
     return out
 
 
-def _ort_static(method: str):  # noqa: ANN202
+def _ort_static(method: str):
     def case(src: str, calib: str, dst: str) -> None:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
 
         _cap_memory()
         quantize_static(
