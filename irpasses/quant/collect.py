@@ -8,7 +8,7 @@ are run once per chunk, so peak memory is bounded by the budget, not by the mode
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import onnx_ir as ir
@@ -42,6 +42,12 @@ def _session(model: ir.Model, outputs: Sequence[str]) -> Any:
     return make_session(with_outputs(model, list(outputs)), optimization="disable", low_memory=True)
 
 
+class Accumulator(Protocol):
+    """Streaming statistic of one tensor: fed each sample's array, keeps only its summary."""
+
+    def update(self, values: np.ndarray) -> None: ...
+
+
 def collect_histograms(
     model: ir.Model,
     samples: Iterable[Mapping[str, np.ndarray]],
@@ -53,8 +59,27 @@ def collect_histograms(
 ) -> dict[str, TensorHistogram]:
     """Histograms of every tensor in ``tensors`` (default: activations of quantizable ops) over ``samples``."""
     names = list(tensors) if tensors is not None else activation_tensors(model)
-    if not names:
-        return {}
+    axes = channel_axes or {}
+    return stream_statistics(
+        model, samples, {n: TensorHistogram(bins=bins, channel_axis=axes.get(n)) for n in names}, byte_budget, show_progress
+    )
+
+
+Stats = TypeVar("Stats", bound=Accumulator)
+
+
+def stream_statistics(
+    model: ir.Model,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    accumulators: dict[str, Stats],
+    byte_budget: int = DEFAULT_BYTE_BUDGET,
+    show_progress: bool | None = None,
+    description: str = "calibrating",
+) -> dict[str, Stats]:
+    """Feed every sample's value of each named tensor to its accumulator, under ``byte_budget`` of exposed
+    activations per run (tensors are split into chunks that fit, and the samples run once per chunk)."""
+    if not accumulators:
+        return accumulators
     return_large_blocks()
     source = samples  # re-iterable: read once per chunk, never held all at once
     first = next(iter(source), None)
@@ -64,27 +89,25 @@ def collect_histograms(
         count: int | None = len(source)  # type: ignore[arg-type]
     except TypeError:  # a generator-backed source has no length; the progress bar just counts up
         count = None
-    axes = channel_axes or {}
-    histograms = {n: TensorHistogram(bins=bins, channel_axis=axes.get(n)) for n in names}
-    graph_inputs = [v.name for v in model.graph.inputs if v.name in histograms]
+    graph_inputs = [v.name for v in model.graph.inputs if v.name in accumulators]
     for sample in source:  # model inputs come straight from the data
         for name in graph_inputs:
-            histograms[name].update(np.asarray(sample[name]))
-    computed = [n for n in names if n not in graph_inputs]
+            accumulators[name].update(np.asarray(sample[name]))
+    computed = [n for n in accumulators if n not in graph_inputs]
     chunks = _plan_chunks(model, computed, first, byte_budget) if computed else []
     del first
-    with progress("calibrating", len(chunks) * count if count else None, show_progress) as bar:
+    with progress(description, len(chunks) * count if count else None, show_progress) as bar:
         for chunk in chunks:
             session = _session(model, chunk)
-            wanted = [o.name for o in session.get_outputs() if o.name in histograms]
+            wanted = [o.name for o in session.get_outputs() if o.name in accumulators]
             for sample in source:
                 feed = {i.name: np.asarray(sample[i.name]) for i in session.get_inputs()}
                 for name, array in zip(wanted, session.run(wanted, feed)):
-                    histograms[name].update(array)
+                    accumulators[name].update(array)
                 bar.advance()
             del session
             trim()
-    return histograms
+    return accumulators
 
 
 def _plan_chunks(model: ir.Model, names: list[str], sample: Mapping[str, np.ndarray], byte_budget: int) -> list[list[str]]:

@@ -175,7 +175,7 @@ class DynamicQuant(Pass):
 
     def _search(self, model: ir.Model, ctx: PassContext) -> dict[str, str]:
         from onnxpress.irpasses.quant import sensitivity
-        from onnxpress.irpasses.quant.qdq import calibration_samples
+        from onnxpress.irpasses.quant.data import calibration_samples
 
         metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
         samples = sensitivity.first_samples(calibration_samples(ctx, model, False, self.name), self.eval_samples)

@@ -10,7 +10,6 @@ The histograms are cached as an analysis, so a later ``qdq`` with another calibr
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +22,7 @@ from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant import calibrators
 from onnxpress.irpasses.quant.collect import collect_histograms
+from onnxpress.irpasses.quant.data import calibration_samples
 from onnxpress.irpasses.quant.histogram import TensorHistogram
 from onnxpress.irpasses.quant.placement import Placement, Site, place, saturation_window
 from onnxpress.irpasses.quant.qparams import (
@@ -42,42 +42,6 @@ class CalibrationStats(Analysis[dict[str, TensorHistogram]]):
     @classmethod
     def compute(cls, model: ir.Model, ctx: PassContext) -> dict[str, TensorHistogram]:
         return {}
-
-
-def calibration_samples(ctx: PassContext, model: ir.Model, allow_random: bool, what: str) -> Any:
-    """The context's samples, checked against the model's inputs; random inputs only when allowed (warns)."""
-    from onnxpress.frontends.sample_data import random_inputs
-
-    if ctx.samples is None:
-        if not allow_random:
-            raise DataError(
-                f"pass '{what}' needs calibration data and none was given",
-                hint="pass --calib DATA (.npz with one array per input, axis 0 = samples, or a folder of .npz); "
-                f"'{what}{{allow_random=true}}' calibrates on random inputs for smoke tests only",
-            )
-        warnings.warn(f"pass '{what}' calibrates on generated random inputs: ranges will not fit real data", stacklevel=2)
-        return random_inputs(model, count=4, seed=ctx.seed)
-    from collections.abc import Mapping
-
-    from onnxpress.frontends.sample_data import as_samples
-
-    source = as_samples(ctx.samples) if isinstance(ctx.samples, (Mapping, str)) else ctx.samples
-    return _Validated(source, model)
-
-
-class _Validated:
-    """Re-iterable view of samples that checks each one against the model (names, dtypes, ranks, dims)."""
-
-    def __init__(self, source: Any, model: ir.Model) -> None:
-        self.source, self.model = source, model
-
-    def __iter__(self):
-        from onnxpress.frontends.sample_data import validated
-
-        return validated(self.source, self.model)
-
-    def __len__(self) -> int:
-        return len(self.source)  # type: ignore[arg-type]
 
 
 def calibration_stats(

@@ -1,4 +1,4 @@
-"""Block-wise weight-only quantization to com.microsoft.MatMulNBits (groundwork for issue 4)."""
+"""Block-wise weight-only quantization: MatMulNBits/GatherBlockQuantized or blocked DequantizeLinear, RTN or GPTQ."""
 
 from __future__ import annotations
 
@@ -13,14 +13,24 @@ from onnxpress.irpasses.quant.weight_only import quantize_blocks
 RNG = np.random.default_rng(0)
 
 
-def _matmul(w: np.ndarray):
+def _matmul(w: np.ndarray, opset: int = 17):
     k, n = w.shape
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])],
         [numpy_helper.from_array(w, "w")],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _embedding(table: np.ndarray, opset: int = 17):
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"], name="embed")], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, table.shape[1]])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -44,9 +54,59 @@ def test_scale_search_never_increases_block_error() -> None:
     assert np.sum((searched - w) ** 2) < np.sum((plain - w) ** 2)
 
 
-def test_needs_an_onnxruntime_target() -> None:
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_standard_blocked_dequantize_form_computes_our_weight(bits: int, symmetric: bool) -> None:
+    w = RNG.standard_normal((80, 40)).astype(np.float32)
+    x = RNG.standard_normal((3, 80)).astype(np.float32)
+    options = f"bits={bits},block=32,symmetric={str(symmetric).lower()},min_elements=16"
+    out, report = onnxpress.optimize(_matmul(w, opset=21), f"weight-only{{{options}}}", verify="off")
+    assert [n.op_type for n in out.graph.node] == ["DequantizeLinear", "MatMul"] and report.records[-1].stats["format"] == "qdq"
+    assert {d.domain for d in out.opset_import} == {""}  # nothing but standard ONNX
+    dq = out.graph.node[0]
+    assert {a.name: helper.get_attribute_value(a) for a in dq.attribute} == {"axis": 0, "block_size": 32}
+    dequantized = quantize_blocks(w, bits, 32, symmetric).dequantize(80, bits, 32)
+    np.testing.assert_allclose(make_session(out).run(None, {"x": x})[0], x @ dequantized, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["nbits", "qdq"])
+def test_embedding_rows_come_back_from_the_quantized_table(form: str) -> None:
+    table = RNG.standard_normal((300, 64)).astype(np.float32)
+    ids = np.array([[0, 7, 299, 7, 150]], dtype=np.int64)
+    out, report = onnxpress.optimize(_embedding(table, opset=21), f"weight-only{{bits=4,format={form}}}", target="ort" if form == "nbits" else None, verify="off")
+    assert report.records[-1].stats["tables_quantized"] == 1
+    assert ("GatherBlockQuantized" in [n.op_type for n in out.graph.node]) == (form == "nbits")
+    expected = quantize_blocks(table.T, 4, 32, True).dequantize(64, 4, 32).T[ids]  # rows quantized in blocks of 32
+    np.testing.assert_allclose(make_session(out).run(None, {"ids": ids})[0], expected, rtol=1e-6, atol=1e-6)
+    assert np.abs(expected - table[ids]).max() < 0.25 * np.abs(table).max()
+
+
+def test_standard_form_needs_opset_21_and_contrib_ops_need_onnxruntime() -> None:
+    w = RNG.standard_normal((64, 64)).astype(np.float32)
+    with pytest.raises(PassOptionError, match="needs opset 21"):
+        onnxpress.optimize(_matmul(w), "weight-only", verify="off")
     with pytest.raises(PassOptionError, match="only onnxruntime runs"):
-        onnxpress.optimize(_matmul(RNG.standard_normal((64, 64)).astype(np.float32)), "weight-only", verify="off")
+        onnxpress.optimize(_matmul(w, opset=21), "weight-only{format=nbits}", target="tensorrt", verify="off")
+
+
+def test_gptq_uses_calibration_data_to_cut_output_error() -> None:
+    """Correlated inputs (as real activations are): GPTQ's layer-output error on held-out inputs is well under
+    round-to-nearest's, at the same bits, blocks and scales search."""
+    k, n = 128, 64
+    mixing = RNG.standard_normal((16, k)).astype(np.float32)
+    def inputs(count: int) -> np.ndarray:
+        return (RNG.standard_normal((count, 16)) @ mixing + 0.1 * RNG.standard_normal((count, k))).astype(np.float32)
+    w = RNG.standard_normal((k, n)).astype(np.float32)
+    calibration = [{"x": inputs(3)} for _ in range(40)]
+    held_out = inputs(3)
+    errors = {}
+    for method in ("rtn", "gptq"):
+        out, report = onnxpress.optimize(_matmul(w), f"weight-only{{bits=4,method={method},min_elements=16}}", samples=calibration, target="ort", verify="off")
+        assert report.records[-1].stats["method"] == method
+        errors[method] = np.linalg.norm(make_session(out).run(None, {"x": held_out})[0] - held_out @ w)
+    assert errors["gptq"] < 0.6 * errors["rtn"], errors
+    out, report = onnxpress.optimize(_matmul(w), "weight-only{bits=4,min_elements=16}", samples=calibration, target="ort", verify="off")
+    assert report.records[-1].stats["method"] == "gptq"  # auto: data given, so GPTQ
 
 
 @pytest.mark.slow
@@ -55,5 +115,6 @@ def test_minilm_4bit_keeps_embeddings_close() -> None:
 
     samples = real_models.minilm_samples(real_models.sentences(8))
     out, report = onnxpress.optimize(onnxpress.load(real_models.minilm_onnx()), "w4", samples=samples, target="ort", min_cosine=0.93)
-    assert [n.op_type for n in out.graph].count("MatMulNBits") == 36
+    ops = [n.op_type for n in out.graph]
+    assert ops.count("MatMulNBits") == 36 and ops.count("GatherBlockQuantized") == 2  # word and position tables
     assert report.numerics is not None and min(e.cosine for e in report.numerics) > 0.93

@@ -98,14 +98,30 @@ def ort_dynamic(src: str, calib: str, dst: str) -> None:
     quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
 
 
-def ort_matmulnbits(src: str, calib: str, dst: str) -> None:
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+def _ort_matmulnbits(algorithm: str, gather: bool = False):
+    """ORT's MatMulNBitsQuantizer, 4-bit symmetric, block 32: round-to-nearest (its default) or GPTQ on the
+    calibration data; ``gather`` also quantizes Gather tables (GatherBlockQuantized), which needs the model at
+    opset 21 first (the quantizer's own in-place upgrade leaves an invalid model)."""
 
-    _cap_memory()
-    quantizer = MatMulNBitsQuantizer(onnx.load(src), bits=4, block_size=32, is_symmetric=True)
-    quantizer.process()
-    onnx.save_model(quantizer.model.model, dst)
+    def case(src: str, calib: str, dst: str) -> None:
+        import onnx
+        from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+        _cap_memory()
+        model = onnx.load(src)
+        options: dict = {}
+        if gather:
+            from onnx import version_converter
+
+            model = version_converter.convert_version(model, 21)
+            options = {"op_types_to_quantize": ("MatMul", "Gather"), "quant_axes": (("MatMul", 0), ("Gather", 1))}
+        if algorithm == "gptq":
+            options["algo_config"] = nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=_reader(calib), block_size=32)
+        quantizer = nbits.MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True, **options)
+        quantizer.process()
+        onnx.save_model(quantizer.model.model, dst)
+
+    return case
 
 
 CASES = {
@@ -117,10 +133,15 @@ CASES = {
     "onnxpress int8-dynamic": _onnxpress("int8-dynamic"),
     "onnxpress auto-dynamic": _onnxpress("auto-dynamic"),
     "onnxpress w4": _onnxpress("w4", target="ort"),
+    "onnxpress w4 MatMul-only": _onnxpress("convert-opset{min=21},optimize,weight-only{bits=4,block=32,embeddings=false}", target="ort"),
+    "onnxpress w4 (QDQ, opset 21)": _onnxpress("w4"),
+    "onnxpress w8": _onnxpress("w8", target="ort"),
     "ORT static MinMax": _ort_static("minmax"),
     "ORT static Entropy": _ort_static("entropy"),
     "ORT dynamic": ort_dynamic,
-    "ORT MatMulNBits 4-bit": ort_matmulnbits,
+    "ORT MatMulNBits 4-bit": _ort_matmulnbits("rtn"),
+    "ORT MatMulNBits 4-bit GPTQ": _ort_matmulnbits("gptq"),
+    "ORT MatMulNBits 4-bit +Gather": _ort_matmulnbits("rtn", gather=True),
 }
 
 def own_peak_mib() -> float:

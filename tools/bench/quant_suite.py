@@ -1,7 +1,7 @@
 """INT8 / 4-bit quantization on real models: onnxpress against onnxruntime's quantizers, in one run.
 
 Models and task metrics (same calibration and evaluation samples for every tool, disjoint from each other):
-- all-MiniLM-L6-v2: 32 calibration sentences; 96 held-out sentences: embedding cosine to float's and
+- all-MiniLM-L6-v2: 32 calibration sentences; 320 held-out sentences: embedding cosine to float's and
   nearest-neighbour retrieval agreement with the float model;
 - PP-OCRv4 det: 8 rendered pages to calibrate, 4 others to evaluate: text-mask IoU at the DB threshold 0.3;
 - PP-OCRv4 rec: 16 text lines to calibrate, 16 others: character accuracy of the greedy CTC decode against
@@ -28,8 +28,10 @@ Sample = dict[str, np.ndarray]
 
 CASES_BY_MODEL = {
     "minilm": [
-        "onnxpress int8-dynamic", "onnxpress auto-dynamic", "onnxpress w4",
-        "ORT dynamic", "ORT static MinMax", "ORT static Entropy", "ORT MatMulNBits 4-bit",
+        "onnxpress int8-dynamic", "onnxpress auto-dynamic",
+        "onnxpress w4", "onnxpress w4 MatMul-only", "onnxpress w4 (QDQ, opset 21)", "onnxpress w8",
+        "ORT dynamic", "ORT static MinMax", "ORT static Entropy",
+        "ORT MatMulNBits 4-bit", "ORT MatMulNBits 4-bit GPTQ", "ORT MatMulNBits 4-bit +Gather",
     ],
     "det": ["onnxpress int8", "onnxpress int8 (entropy)", "onnxpress auto", "onnxpress auto (float fallback)", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
     "cls": ["onnxpress int8", "onnxpress auto", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
@@ -133,7 +135,7 @@ def _models() -> dict[str, tuple[Path, list[Sample], list[Sample], Callable]]:
 
     pages = R.text_pages(12, seed=0)
     return {
-        "minilm": (R.minilm_onnx(), R.minilm_samples(R.sentences(32, offset=0)), R.minilm_samples(R.sentences(96, offset=300)), minilm_metrics),
+        "minilm": (R.minilm_onnx(), R.minilm_samples(R.sentences(32, offset=0)), R.minilm_samples(R.sentences(320, offset=300)), minilm_metrics),
         "det": (R.rapidocr_model("det"), pages[:8], pages[8:], det_metrics),
         "cls": (R.rapidocr_model("cls"), _flipped(R.text_lines(16, width=192, seed=0, offset=0)),
                 _flipped(R.text_lines(32, width=192, seed=1, offset=40)), cls_metrics),

@@ -1,0 +1,143 @@
+"""GPTQ: block-wise weight quantization that uses calibration data to cancel rounding error.
+
+Round-to-nearest treats every weight alike; GPTQ (Frantar et al., 2022) quantizes one input row of W at a
+time and moves that row's rounding error onto the rows not yet quantized, weighted by the inverse of
+H = E[x xᵀ] (the layer input's second moment, from calibration data), so the *output* error
+||x W - x W_q||² stays small rather than the weight error. Inputs that never vary cost nothing to get
+wrong; correlated inputs can compensate for each other.
+
+Here W is a MatMul's [K, N] weight (x [.., K] @ W); blocks of ``block`` rows along K share a scale per
+output column, and each block's scale is chosen (by ``block_scales``) when the quantizer reaches its first
+row, from the weights as updated so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+ScaleFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""[N, 1, block] float weights -> (scale [N, 1, 1], zero point [N, 1, 1]) in the unsigned code space."""
+
+
+class GramMatrix:
+    """Streaming E[x xᵀ] over the last axis of an activation (rows of every sample pooled).
+
+    Rows are buffered and folded in with one matrix product once there are about K of them: adding a
+    [K, K] matrix per short sample would cost more than the products themselves."""
+
+    def __init__(self) -> None:
+        self.sum: np.ndarray | None = None
+        self.rows = 0
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+
+    def update(self, values: np.ndarray) -> None:
+        x = np.asarray(values, dtype=np.float32)
+        x = x.reshape(-1, x.shape[-1])
+        x = x[np.isfinite(x).all(axis=1)]
+        self._pending.append(x)
+        self._pending_rows += x.shape[0]
+        if self._pending_rows >= max(x.shape[1], 256):
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        x = np.concatenate(self._pending)
+        self._pending, self._pending_rows = [], 0
+        if self.sum is None:
+            self.sum = np.zeros((x.shape[1], x.shape[1]))
+        self.sum += x.T @ x  # float32 product of at most ~K rows, accumulated in float64
+        self.rows += x.shape[0]
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0 and self._pending_rows == 0
+
+    def hessian(self) -> np.ndarray:
+        self._flush()
+        if self.sum is None or self.rows == 0:
+            raise ValueError("no calibration rows were seen")
+        return self.sum / self.rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What GPTQ needs from one E[x xᵀ], shared by every MatMul reading the same input (q, k, v)."""
+
+    order: np.ndarray  # the order in which weight rows are quantized
+    hinv: np.ndarray  # upper Cholesky factor of the dampened inverse, in that order
+    dead: np.ndarray  # inputs that are always zero
+
+
+def prepare(hessian: np.ndarray, damp: float = 0.01, act_order: bool = True) -> Prepared:
+    """Dampen, order (``act_order``: largest E[x²] first) and factor the inverse of E[x xᵀ]."""
+    h = hessian.astype(np.float64).copy()
+    dead = np.diag(h) == 0  # inputs that are always zero: their weights cannot matter
+    h[dead, dead] = 1.0
+    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(len(h))
+    return Prepared(order, _inverse_cholesky(h[order][:, order], damp), dead)
+
+
+def _inverse_cholesky(hessian: np.ndarray, damp: float) -> np.ndarray:
+    """Upper Cholesky factor of H⁻¹ after dampening (H + damp·mean(diag H)·I), raising the damping until
+    the factorization succeeds (H from few samples is often singular)."""
+    mean_diag = float(np.mean(np.diag(hessian))) or 1.0
+    for attempt in range(8):
+        try:
+            damped = hessian + np.eye(len(hessian)) * damp * mean_diag * (10**attempt)
+            return np.linalg.cholesky(np.linalg.inv(damped)).T
+        except np.linalg.LinAlgError:
+            continue
+    raise np.linalg.LinAlgError("the calibration second-moment matrix stayed singular after dampening")
+
+
+def gptq_quantize(
+    weight: np.ndarray, prepared: Prepared, block: int, levels: int, scale_fn: ScaleFn, lazy: int = 128
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantize a [K, N] weight (K a multiple of ``block``) with GPTQ.
+
+    With act order (rows with the largest E[x²] first, while the most rows are left to absorb their error)
+    block scales are fixed up front from the original weights ("static groups"), so the stored layout stays
+    plain consecutive blocks; in natural order each block's scale comes from its rows as updated so far.
+    Returns codes [N, K / block, block] (unsigned, 0..levels), scales and zero points [N, K / block, 1].
+    """
+    k, n = weight.shape
+    if k % block:
+        raise ValueError(f"K={k} is not a multiple of the block size {block}")
+    w = weight.T.astype(np.float64).copy()  # [N, K]: one column per input row of the MatMul weight
+    w[:, prepared.dead] = 0.0
+    order, hinv = prepared.order, prepared.hinv
+    act_order = bool(np.any(order != np.arange(k)))
+    blocks = k // block
+    codes = np.zeros((n, k), dtype=np.uint8)
+    scales = np.zeros((n, blocks, 1))
+    zeros = np.zeros((n, blocks, 1))
+    if act_order:
+        for g in range(blocks):
+            s, z = scale_fn(w[:, g * block : (g + 1) * block].reshape(n, 1, block).astype(np.float32))
+            scales[:, g], zeros[:, g] = s.reshape(n, 1), z.reshape(n, 1)
+        w = w[:, order]
+    lazy = max(block, lazy // block * block)
+    for start in range(0, k, lazy):
+        stop = min(start + lazy, k)
+        w1 = w[:, start:stop].copy()
+        err1 = np.zeros_like(w1)
+        hinv1 = hinv[start:stop, start:stop]
+        for i in range(stop - start):
+            col = order[start + i]  # the weight row this step quantizes
+            if not act_order and col % block == 0:
+                g = col // block
+                s, z = scale_fn(w1[:, i : i + block].reshape(n, 1, block).astype(np.float32))
+                scales[:, g], zeros[:, g] = s.reshape(n, 1), z.reshape(n, 1)
+            s, z = scales[:, col // block, 0], zeros[:, col // block, 0]
+            q = np.clip(np.rint(w1[:, i] / s) + z, 0, levels)
+            codes[:, col] = q
+            err = (w1[:, i] - (q - z) * s) / hinv1[i, i]
+            w1[:, i:] -= np.outer(err, hinv1[i, i:])
+            err1[:, i] = err
+        w[:, stop:] -= err1 @ hinv[start:stop, stop:]
+    return codes.reshape(n, blocks, block), scales.astype(np.float32), zeros
