@@ -23,20 +23,26 @@ ScaleFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class GramMatrix:
-    """Streaming E[x xᵀ] over the last axis of an activation (rows of every sample pooled).
+    """Streaming E[x xᵀ] over one axis of an activation (the last, or 1 for NCHW channels), every other
+    axis pooled into rows. At most ``max_rows`` rows (a seeded random subset) are taken from each sample:
+    a detector's 1x1 conv sees ~700k pixels per page, and a few thousand estimate E[x xᵀ] well.
 
     Rows are buffered and folded in with one matrix product once there are about K of them: adding a
     [K, K] matrix per short sample would cost more than the products themselves."""
 
-    def __init__(self) -> None:
+    def __init__(self, axis: int = -1, max_rows: int = 4096, seed: int = 0) -> None:
+        self.axis, self.max_rows = axis, max_rows
+        self.rng = np.random.default_rng(seed)
         self.sum: np.ndarray | None = None
         self.rows = 0
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
 
     def update(self, values: np.ndarray) -> None:
-        x = np.asarray(values, dtype=np.float32)
+        x = np.moveaxis(np.asarray(values, dtype=np.float32), self.axis, -1)
         x = x.reshape(-1, x.shape[-1])
+        if x.shape[0] > self.max_rows:
+            x = x[np.sort(self.rng.choice(x.shape[0], self.max_rows, replace=False))]
         x = x[np.isfinite(x).all(axis=1)]
         self._pending.append(x)
         self._pending_rows += x.shape[0]
@@ -141,3 +147,42 @@ def gptq_quantize(
             err1[:, i] = err
         w[:, stop:] -= err1 @ hinv[start:stop, stop:]
     return codes.reshape(n, blocks, block), scales.astype(np.float32), zeros
+
+
+def int8_per_channel(weight: np.ndarray, prepared: Prepared, scale_fn: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """GPTQ for symmetric int8 with one scale per output column of a [K, N] weight (``scale_fn``: [N, K]
+    weights -> [N] scales). Returns the int8 [K, N] weight and the scales."""
+    k, n = weight.shape
+
+    def scales(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = scale_fn(group.reshape(n, k)).reshape(n, 1, 1)
+        return s, np.full(s.shape, 127.0)
+
+    codes, scale, _ = gptq_quantize(weight, prepared, k, 254, scales)
+    return (codes.reshape(n, k).astype(np.int16) - 127).astype(np.int8).T, scale.reshape(n)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixView:
+    """How a layer's weight reads as the [K, N] matrix GPTQ works on, and which axis of its input is K."""
+
+    input_axis: int
+    to_kn: Callable[[np.ndarray], np.ndarray]
+    from_kn: Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
+
+
+def matrix_view(op_type: str, weight_shape: tuple[int, ...], attributes: dict[str, int]) -> MatrixView | None:
+    """MatMul [K, N]; Gemm (transB: [N, K]); Conv 1x1 with one group ([O, I, 1, 1]: a MatMul over channels).
+    Other layers (k x k or grouped convs) have no such view and keep round-to-nearest."""
+    if op_type == "MatMul" and len(weight_shape) == 2:
+        return MatrixView(-1, lambda w: w, lambda w, shape: w)
+    if op_type == "Gemm" and len(weight_shape) == 2 and not attributes.get("transA", 0):
+        if attributes.get("transB", 0):
+            return MatrixView(-1, lambda w: w.T, lambda w, shape: w.T)
+        return MatrixView(-1, lambda w: w, lambda w, shape: w)
+    if (
+        op_type == "Conv" and len(weight_shape) == 4 and tuple(weight_shape[2:]) == (1, 1)
+        and attributes.get("group", 1) == 1 and not any(attributes.get("pads", ()))
+    ):
+        return MatrixView(1, lambda w: w.reshape(w.shape[0], -1).T, lambda w, shape: w.T.reshape(shape))
+    return None

@@ -101,6 +101,12 @@ class QDQ(Pass):
     plain float, or auto: int8 weights dequantized by Cast and Mul, standard ops that onnxruntime folds into a
     float constant when the session loads, so the layer runs on its fastest float kernels while the file keeps
     one byte per weight."""
+    rounding: Literal["nearest", "gptq"] = "nearest"
+    """How int8 weights are rounded where a layer reads as a matrix (MatMul, Gemm, 1x1 Conv): gptq moves each
+    input row's rounding error onto the rows not yet quantized, weighted by E[x xᵀ] from the calibration data
+    (one more pass over it; those layers skip bias correction, which GPTQ's uncentered E[x xᵀ] covers).
+    Not the default: on PP-OCRv4 rec it raised int8 character accuracy 0.970 -> 0.978, on det it lowered
+    mask IoU 0.900 -> 0.868 (nearest rounding with bias correction)."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
 
@@ -121,6 +127,7 @@ class QDQ(Pass):
         wanted = list(dict.fromkeys([*(v.name for v in placement.activation_values()), *axes]))
         stats = calibration_stats(model, ctx, wanted, samples, axes)
         info = ctx.extra.setdefault("quantization", {})
+        self._rounded = self._gptq_weights(model, ctx, placement, samples) if self.rounding == "gptq" and self.activations != "fp8" else {}
         if self.fidelity or self.metric is not None:
             placement = self._search(model, ctx, samples, stats, info)
         for node_name, why in placement.kept_float.items():
@@ -128,8 +135,40 @@ class QDQ(Pass):
         relus = self._apply(model, placement, stats)
         info["kept_float"] = dict(placement.kept_float)
         return self.result(
-            model, True, sites=len(placement.sites), kept_float=len(placement.kept_float), relus_absorbed=relus, biases_corrected=self._last_counts["biases_corrected"],
+            model, True, sites=len(placement.sites), kept_float=len(placement.kept_float), relus_absorbed=relus,
+            biases_corrected=self._last_counts["biases_corrected"], gptq_weights=len(self._rounded),
         )
+
+    def _gptq_weights(self, model: ir.Model, ctx: PassContext, placement: Placement, samples: Any) -> dict[str, tuple[np.ndarray, QParams]]:
+        """int8 weights rounded by GPTQ for every site that reads as a matrix, by node name (computed once:
+        the sensitivity search re-applies them to every trial)."""
+        from onnxpress.irpasses.quant import gptq
+        from onnxpress.irpasses.quant.collect import stream_statistics
+        from onnxpress.irpasses.quant.qparams import mse_scale
+
+        views = {}
+        for site in placement.sites:
+            node, weight = site.node, site.node.inputs[1].const_value
+            attributes = {k: a.value for k, a in node.attributes.items()}
+            view = gptq.matrix_view(node.op_type, tuple(weight.shape), attributes) if weight is not None else None
+            if view is not None and node.inputs[0] is not None and node.inputs[0].name:
+                views[node.name] = (site, view)
+        if not views:
+            return {}
+        grams = {}
+        for site, view in views.values():
+            grams.setdefault(site.node.inputs[0].name, gptq.GramMatrix(view.input_axis, seed=ctx.seed))
+        stream_statistics(model, samples, grams, show_progress=ctx.show_progress, description="gptq statistics")
+        plans = {name: gptq.prepare(g.hessian()) for name, g in grams.items() if not g.empty}
+        rounded = {}
+        for name, (site, view) in views.items():
+            plan = plans.get(site.node.inputs[0].name)
+            if plan is None:
+                continue
+            weight = site.node.inputs[1].const_value.numpy()
+            q_kn, scale = gptq.int8_per_channel(view.to_kn(weight.astype(np.float32)), plan, lambda w: mse_scale(w, np.abs(w).max(axis=1), 0))
+            rounded[name] = (view.from_kn(q_kn, weight.shape), QParams(scale, np.zeros_like(scale, dtype=np.int8), ir.DataType.INT8))
+        return rounded
 
     def _search(self, model: ir.Model, ctx: PassContext, samples: Any, stats: dict[str, TensorHistogram], info: dict) -> Placement:
         from onnxpress.irpasses.quant import sensitivity
@@ -181,7 +220,7 @@ class QDQ(Pass):
             if window is not None:  # range the consumers cannot see is wasted precision
                 lo, hi = max(lo, window[0]), min(hi, window[1])
             act[value.name] = activation_qparams(lo, hi, self.activations)
-        rewriter = _Rewriter(model, "fp8" if self.activations == "fp8" else "int8", self.per_channel)
+        rewriter = _Rewriter(model, "fp8" if self.activations == "fp8" else "int8", self.per_channel, getattr(self, "_rounded", {}))
         names = [v.name for v in values]  # absorbing a Relu moves its output's name to the Conv output
         site_inputs = [site.node.inputs[0].name for site in placement.sites]
         renamed = {}
@@ -222,8 +261,11 @@ def output_shift(node: ir.Node, error: np.ndarray, mean: np.ndarray) -> np.ndarr
 class _Rewriter:
     """Inserts the Q/DQ nodes; shared weights get one DequantizeLinear."""
 
-    def __init__(self, model: ir.Model, weight_kind: str, per_channel: bool) -> None:
+    def __init__(
+        self, model: ir.Model, weight_kind: str, per_channel: bool, rounded: dict[str, tuple[np.ndarray, QParams]] | None = None
+    ) -> None:
         self.model, self.graph = model, model.graph
+        self.rounded = rounded or {}
         self.weight_kind, self.per_channel = weight_kind, per_channel
         self.weights: dict[object, ir.Value] = {}
         self.relus_absorbed = 0
@@ -280,7 +322,7 @@ class _Rewriter:
             self.weights[key] = self._folded_weight(node, weight_value, axis)
         if key not in self.weights:
             weight = weight_value.const_value.numpy()
-            q, qp = quantize_weight(weight, axis, self.weight_kind)
+            q, qp = self._int8(node, weight, axis, self.weight_kind)
             base = weight_value.name or f"{node.name}_weight"
             qw = self._constant(f"{base}_quantized", q)
             scale = self._constant(f"{base}_scale", qp.scale)
@@ -300,16 +342,22 @@ class _Rewriter:
             dq.meta["weight_error"] = q.astype(np.float32) * np.reshape(qp.scale, shape) - weight
         dq_out = self.weights[key]
         node.replace_input_with(1, dq_out)
-        if input_mean is not None:
+        if input_mean is not None and node.name not in self.rounded:  # GPTQ already cancels E[x]'s share (H is uncentered)
             self._correct_bias(node, dq_out.producer().meta["weight_error"], input_mean)
         if folded:
             return
         if len(node.inputs) > 2 and input_qp is not None and self.weight_kind == "int8":
             self._quantize_bias(node, input_qp, dq_out.producer().meta["weight_scale"])
 
+    def _int8(self, node: ir.Node, weight: np.ndarray, axis: int | None, kind: str) -> tuple[np.ndarray, QParams]:
+        """The GPTQ-rounded weight when there is one for this layer (per channel int8), else round to nearest."""
+        if kind == "int8" and axis is not None and node.name in self.rounded:
+            return self.rounded[node.name]
+        return quantize_weight(weight, axis, kind)
+
     def _folded_weight(self, node: ir.Node, weight_value: ir.Value, axis: int | None) -> ir.Value:
         weight = weight_value.const_value.numpy()
-        q, qp = quantize_weight(weight, axis, "int8")
+        q, qp = self._int8(node, weight, axis, "int8")
         shape = [1] * weight.ndim
         if axis is not None:
             shape[axis] = -1

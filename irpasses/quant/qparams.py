@@ -68,16 +68,17 @@ def quantize_weight(weight: np.ndarray, axis: int | None, kind: str = "int8", se
         scale = (amax / FP8_E4M3_MAX).astype(np.float32)
         q = (w / scale.reshape(shape)).astype(ml_dtypes.float8_e4m3fn)
         return q, QParams(scale, np.zeros_like(scale, dtype=ml_dtypes.float8_e4m3fn), ir.DataType.FLOAT8E4M3FN)
-    scale = _mse_scale(w, amax, axis) if search else (amax / 127.0).astype(np.float32)
+    scale = mse_scale(w, amax, axis) if search else (amax / 127.0).astype(np.float32)
     q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
     return q, QParams(scale, np.zeros_like(scale, dtype=np.int8), ir.DataType.INT8)
 
 
-def _mse_scale(w: np.ndarray, amax: np.ndarray, axis: int | None, grid: int = 20) -> np.ndarray:
+def mse_scale(w: np.ndarray, amax: np.ndarray, axis: int | None, grid: int = 20) -> np.ndarray:
     """Per channel, the scale among amax * [0.5 .. 1] / 127 with the least squared error: heavy-tailed
     channels lose less by clipping a few large weights than by rounding all the small ones coarsely."""
     moved = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     peak = np.reshape(amax, (-1, 1)).astype(np.float32)
+    peak = np.where(peak == 0, 1.0, peak)  # an all-zero channel: any scale is exact
     best_scale, best_err = peak / 127.0, np.full(peak.shape, np.inf)
     for ratio in np.linspace(0.5, 1.0, grid):
         scale = peak * ratio / 127.0

@@ -152,12 +152,13 @@ def search(
         out.update({r.node: demoted[r.node] for r in ranked[:k]})
         return out
 
-    def smallest_k() -> tuple[int, float] | None:
-        """Bisection for the fewest most-sensitive layers to take out (fidelity is near monotone in k)."""
-        lo, hi, found = 1, len(ranked), None
+    def smallest(count: int, levels_for: Callable[[int], dict[str, str]]) -> tuple[int, float] | None:
+        """Bisection for the fewest of ``count`` ranked changes that meet the target (fidelity is near
+        monotone in how many are made)."""
+        lo, hi, found = 1, count, None
         while lo <= hi:
             mid = (lo + hi) // 2
-            score = fidelity(levels_with(mid))
+            score = fidelity(levels_for(mid))
             if score >= threshold:
                 found, hi = (mid, score), mid - 1
             else:
@@ -165,20 +166,39 @@ def search(
         return found
 
     best, kept = fidelity(levels_with(0)), 0
+    levels = levels_with(0)
     if best < threshold:
-        found = smallest_k()
-        if found is None and any(level == REDUCED for level in demoted.values()):
-            # the reduced level adds up to too much error over many layers: take layers out to float instead
-            demoted = dict.fromkeys(demoted, FLOAT)
-            found = smallest_k()
-        kept, best = found if found is not None else (len(ranked), fidelity(levels_with(len(ranked))))
-    levels = levels_with(kept)
+        found = smallest(len(ranked), levels_with)
+        if found is not None:
+            kept, best = found
+            levels = levels_with(kept)
+        else:
+            # even every layer at the reduced level adds up to too much error: send the fewest layers with
+            # the worst reduced-level scores on to float, the rest staying reduced
+            everything = levels_with(len(ranked))
+            worst = sorted((r for r in ranked if demoted[r.node] == REDUCED), key=lambda r: r.reduced_score)
+
+            def to_float(m: int) -> dict[str, str]:
+                return {**everything, **{r.node: FLOAT for r in worst[:m]}}
+
+            found = smallest(len(worst), to_float) if worst else None
+            if found is None:
+                levels = {r.node: FLOAT for r in ranked}
+                best = fidelity(levels)
+            else:
+                levels, best = to_float(found[0]), found[1]
+            kept = len(ranked)
     if sizes and kept and best >= threshold:
-        for r in sorted(ranked[:kept], key=lambda r: -sizes.get(r.node, 0)):
-            trial = {**levels, r.node: FULL}
-            score = fidelity(trial)
-            if score >= threshold:
-                levels, best = trial, score
+        # the ranking is by sensitivity alone: win back bytes, largest layers first, while the target holds
+        for r in sorted(ranked, key=lambda r: -sizes.get(r.node, 0)):
+            for level in (FULL, REDUCED) if levels[r.node] == FLOAT and reduced else (FULL,):
+                if levels[r.node] == FULL:
+                    break
+                trial = {**levels, r.node: level}
+                score = fidelity(trial)
+                if score >= threshold:
+                    levels, best = trial, score
+                    break
     for r in table:
         r.level = levels[r.node]
     return MixedPrecisionResult(levels, table, best, best >= threshold, evaluations)

@@ -162,3 +162,28 @@ def test_fidelity_text_is_validated() -> None:
     assert parse_fidelity("max_abs<=0.01")[1] == -0.01
     with pytest.raises(PassOptionError, match="not understood"):
         parse_fidelity("accuracy>0.9")
+
+
+def test_gptq_rounding_cuts_the_int8_layer_output_error_on_correlated_inputs() -> None:
+    rng = np.random.default_rng(1)
+    k, n = 256, 64
+    mixing = rng.standard_normal((8, k)).astype(np.float32)
+
+    def inputs(count: int) -> np.ndarray:
+        return (rng.standard_normal((count, 8)) @ mixing + 0.05 * rng.standard_normal((count, k))).astype(np.float32)
+
+    w = rng.standard_t(4, (k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, n])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calibration, held_out = [{"x": inputs(4)} for _ in range(32)], inputs(64)
+    errors = {}
+    for rounding in ("nearest", "gptq"):
+        spec = f"qdq{{rounding={rounding},keep_fragile=false,bias_correction=false}}"
+        out, report = onnxpress.optimize(onnxpress.load(model), spec, samples=calibration, verify="off")
+        assert report.records[-1].stats["gptq_weights"] == (rounding == "gptq")
+        errors[rounding] = sum(np.linalg.norm(run(out, x=x)[0] - x @ w) for x in held_out.reshape(16, 4, k))
+    assert errors["gptq"] < 0.8 * errors["nearest"], errors
