@@ -94,7 +94,9 @@ def quantize_matmul(builder: _Builder, node: ir.Node) -> int:
 
 
 def weight_only_matmul(builder: _Builder, node: ir.Node) -> int:
-    """int8 per-column weight behind a DequantizeLinear; the activation stays float (exact)."""
+    """int8 per-column weight behind a DequantizeLinear. onnxruntime turns DQ -> MatMul into MatMulNBits (8-bit,
+    accuracy level 4: activations quantized per block of 32, far finer than per tensor); measured on MiniLM
+    against int8 weights folded to float at load (Cast*scale): retrieval 0.978 vs 0.969, 3.53 vs 4.33 ms."""
     base, wq, wzp, wscale, saved = _int8_columns(builder, node)
     dq = ir.node("DequantizeLinear", [wq, wscale, wzp], attributes={"axis": 1}, name=f"{base}_weight_DequantizeLinear")
     mm = ir.node("MatMul", [node.inputs[0], dq.outputs[0]], name=f"{base}_weight_only")

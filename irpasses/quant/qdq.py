@@ -29,6 +29,7 @@ from onnxpress.irpasses.quant.qparams import (
     QParams,
     activation_qparams,
     add_constant,
+    folded_int8_weight,
     quantize_bias,
     quantize_weight,
 )
@@ -358,19 +359,12 @@ class _Rewriter:
     def _folded_weight(self, node: ir.Node, weight_value: ir.Value, axis: int | None) -> ir.Value:
         weight = weight_value.const_value.numpy()
         q, qp = self._int8(node, weight, axis, "int8")
+        out = folded_int8_weight(self.graph, node, weight_value, q, qp, axis)
         shape = [1] * weight.ndim
         if axis is not None:
             shape[axis] = -1
-        base = weight_value.name or f"{node.name}_weight"
-        stored = self._constant(f"{base}_int8", q)
-        scale = self._constant(f"{base}_int8_scale", np.reshape(qp.scale, shape).astype(np.float32))
-        cast = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_int8_Cast")
-        mul = ir.node("Mul", [cast.outputs[0], scale], name=f"{base}_int8_dequantize")
-        mul.outputs[0].name = f"{base}_int8_dequantized"
-        mul.outputs[0].type, mul.outputs[0].shape = weight_value.type, weight_value.shape
-        self.graph.insert_before(node, [cast, mul])
-        mul.meta["weight_error"] = q.astype(np.float32) * np.reshape(qp.scale, shape) - weight
-        return mul.outputs[0]
+        out.producer().meta["weight_error"] = q.astype(np.float32) * np.reshape(qp.scale, shape) - weight
+        return out
 
     def half_weights(self, site: Site) -> None:
         """Store the weight as float16 behind a Cast (a constant onnxruntime folds when the session loads)."""

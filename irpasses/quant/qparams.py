@@ -105,3 +105,22 @@ def add_constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
     graph.register_initializer(value)
     return value
+
+
+def folded_int8_weight(graph: ir.Graph, before: ir.Node, weight_value: ir.Value, q: np.ndarray, qp: QParams, axis: int | None) -> ir.Value:
+    """int8 weight dequantized by Cast and Mul(scale), inserted before ``before``: standard ops on constants,
+    which onnxruntime folds into a float weight when the session loads (its fastest float kernels, exact
+    activations) while the file keeps one byte per weight. A DequantizeLinear would not be folded: onnxruntime
+    keeps it for its QDQ fusions (DQ -> MatMul even becomes MatMulNBits, which quantizes activations)."""
+    shape = [1] * q.ndim
+    if axis is not None:
+        shape[axis] = -1
+    base = weight_value.name or f"{before.name}_weight"
+    stored = add_constant(graph, f"{base}_int8", q)
+    scale = add_constant(graph, f"{base}_int8_scale", np.reshape(qp.scale, shape).astype(np.float32))
+    cast = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_int8_Cast")
+    mul = ir.node("Mul", [cast.outputs[0], scale], name=f"{base}_int8_dequantize")
+    mul.outputs[0].name = f"{base}_int8_dequantized"
+    mul.outputs[0].type, mul.outputs[0].shape = weight_value.type, weight_value.shape
+    graph.insert_before(before, [cast, mul])
+    return mul.outputs[0]
