@@ -187,3 +187,42 @@ def test_gptq_rounding_cuts_the_int8_layer_output_error_on_correlated_inputs() -
         assert report.records[-1].stats["gptq_weights"] == (rounding == "gptq")
         errors[rounding] = sum(np.linalg.norm(run(out, x=x)[0] - x @ w) for x in held_out.reshape(16, 4, k))
     assert errors["gptq"] < 0.8 * errors["nearest"], errors
+
+
+def _two_consumer_matmuls(k: int = 64, n: int = 64) -> onnx.ModelProto:
+    """x feeds two MatMuls (like q and k) and a residual Add: smoothing must leave the Add's input alone."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["a"], name="mm1"),
+        helper.make_node("MatMul", ["x", "w2"], ["b"], name="mm2"),
+        helper.make_node("Add", ["a", "b"], ["ab"], name="sum"),
+        helper.make_node("Add", ["ab", "x"], ["y"], name="residual"),
+    ]
+    weights = [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32) / 8, f"w{i}") for i in (1, 2)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, n])], weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_smooth_quant_is_exact_in_float_and_cuts_int8_error_from_outlier_channels() -> None:
+    rng = np.random.default_rng(6)
+
+    def activations(count: int) -> np.ndarray:
+        x = rng.standard_normal((count, 1, 6, 64)).astype(np.float32)
+        x[..., [3, 17, 40]] *= 60.0  # a few outlier channels, as in transformer activations
+        return x
+
+    calibration, held_out = {"x": activations(8)}, activations(4)
+    model = _two_consumer_matmuls()
+    smoothed, report = onnxpress.optimize(onnxpress.load(model), "smooth-quant{min_elements=16}", samples=calibration)
+    assert report.records[-1].stats == {"inputs_smoothed": 1, "matmuls": 2}  # one shared scale for both MatMuls
+    reference = onnxpress.load(model)
+    for x in held_out:  # exact in float: only the MatMul branch sees x / s, the residual sees x
+        np.testing.assert_allclose(run(smoothed, x=x)[0], run(reference, x=x)[0], rtol=1e-4, atol=1e-4)
+    errors = {}
+    for label, pipeline in (("plain", "dynamic-quant{min_elements=16}"), ("smoothed", "smooth-quant{min_elements=16},dynamic-quant{min_elements=16}")):
+        out, _ = onnxpress.optimize(onnxpress.load(model), pipeline, samples=calibration, verify="off")
+        errors[label] = sum(np.linalg.norm(run(out, x=x)[0] - run(reference, x=x)[0]) for x in held_out)
+    assert errors["smoothed"] < 0.5 * errors["plain"], errors

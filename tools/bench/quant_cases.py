@@ -132,6 +132,7 @@ CASES = {
     "onnxpress auto 0.999": _onnxpress('convert-opset{min=17},optimize,qdq{fidelity="cosine>=0.999",eval_samples=16}'),
     "onnxpress int8-dynamic": _onnxpress("int8-dynamic"),
     "onnxpress auto-dynamic": _onnxpress("auto-dynamic"),
+    "onnxpress int8-smooth": _onnxpress("int8-smooth"),
     "onnxpress w4": _onnxpress("w4", target="ort"),
     "onnxpress w4 MatMul-only": _onnxpress("convert-opset{min=21},optimize,weight-only{bits=4,block=32,embeddings=false}", target="ort"),
     "onnxpress w4 (QDQ, opset 21)": _onnxpress("w4"),
