@@ -118,13 +118,15 @@ def search(
     threshold: float,
     reduced: bool = True,
     sizes: Mapping[str, int] | None = None,
+    reduced_only: frozenset[str] = frozenset(),
 ) -> MixedPrecisionResult:
     """Rank ``layers`` ((node name, op type)) by sensitivity, then take the fewest most-sensitive ones out of
     full quantization so that metric >= threshold. A layer taken out goes to the reduced level unless that
     level alone already breaks the target (then float). ``quantize(clone, levels)`` applies {name: level}
     to a clone of ``model`` (names not given stay float). With ``sizes`` (parameters per layer), the layers
     taken out are then tried back at full one at a time, largest first, and kept there while the target
-    holds: the ranking is by sensitivity alone, so bisection can take out big layers it did not need to."""
+    holds: the ranking is by sensitivity alone, so bisection can take out big layers it did not need to.
+    Layers in ``reduced_only`` have no full level (``quantize`` applies reduced for full): scored once."""
     reference = _run(model, samples)
     evaluations = 0
 
@@ -140,7 +142,10 @@ def search(
         for name, op_type in layers:
             row = LayerScore(name, op_type, fidelity({name: FULL}))
             bar.advance()
-            if reduced:
+            if name in reduced_only:
+                row.reduced_score = row.score
+                bar.advance()
+            elif reduced:
                 row.reduced_score = fidelity({name: REDUCED})
                 bar.advance()
             table.append(row)

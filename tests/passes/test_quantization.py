@@ -15,6 +15,8 @@ from onnxpress.tools.testing import conv_net_proto as conv_net
 from onnxpress.tools.testing import mlp_proto, op_types, run
 
 RNG = np.random.default_rng(0)
+EVERY_LAYER = "min_macs=0,min_intensity=0"
+"""The test nets are tiny: without this, qdq's cost model keeps every layer's activations float."""
 
 
 def images(count: int) -> dict[str, np.ndarray]:
@@ -37,7 +39,7 @@ def test_activation_and_weight_parameters() -> None:
 def test_qdq_quantizes_convs_keeps_the_score_head_float_and_stays_close() -> None:
     model = conv_net()
     calib, check = images(8), {"x": images(2)["x"]}
-    out, report = onnxpress.optimize(onnxpress.load(model), "qdq", samples=calib, verify="off")
+    out, report = onnxpress.optimize(onnxpress.load(model), f"qdq{{{EVERY_LAYER}}}", samples=calib, verify="off")
     ops = op_types(out)
     assert ops.count("QuantizeLinear") == 3  # x; conv1 out = conv2 in (Relu absorbed); conv2 out
     assert "Relu" not in ops
@@ -52,7 +54,7 @@ def test_qdq_quantizes_convs_keeps_the_score_head_float_and_stays_close() -> Non
 def test_qdq_runs_as_integer_kernels_in_onnxruntime(tmp_path) -> None:
     import onnxruntime as ort
 
-    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq", samples=images(4), verify="off")
+    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), f"qdq{{{EVERY_LAYER}}}", samples=images(4), verify="off")
     onnxpress.save(out, tmp_path / "q.onnx")
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(tmp_path / "ort.onnx")
@@ -67,9 +69,9 @@ def test_tensorrt_placement_leaves_outputs_float() -> None:
 
 
 def test_exclusions_by_op_type_and_name_regex() -> None:
-    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq{exclude=[conv1]}", samples=images(4), verify="off")
+    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), f"qdq{{exclude=[conv1],{EVERY_LAYER}}}", samples=images(4), verify="off")
     assert next(n for n in out.graph if n.name == "conv1").inputs[1].const_value is not None
-    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq{exclude=[Conv]}", samples=images(4), verify="off")
+    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), f"qdq{{exclude=[Conv],{EVERY_LAYER}}}", samples=images(4), verify="off")
     assert "QuantizeLinear" not in op_types(out)
 
 
@@ -78,7 +80,7 @@ def test_fidelity_search_keeps_sensitive_layers_float_until_the_target_holds() -
 
     model = onnxpress.load(conv_net())
     ctx = PassContext(samples=images(4))
-    PassManager(build_passes('qdq{fidelity="cosine>=0.99999999",keep_fragile=false}'), ctx=ctx).run(model)
+    PassManager(build_passes(f'qdq{{fidelity="cosine>=0.99999999",keep_fragile=false,{EVERY_LAYER}}}'), ctx=ctx).run(model)
     info = ctx.extra["quantization"]
     assert [r["node"] for r in info["sensitivity"]] == ["conv1", "conv2", "head"]
     assert info["fidelity"]["met"] and info["fidelity"]["reached"] >= 0.99999999
@@ -182,7 +184,7 @@ def test_gptq_rounding_cuts_the_int8_layer_output_error_on_correlated_inputs() -
     calibration, held_out = [{"x": inputs(4)} for _ in range(32)], inputs(64)
     errors = {}
     for rounding in ("nearest", "gptq"):
-        spec = f"qdq{{rounding={rounding},keep_fragile=false,bias_correction=false}}"
+        spec = f"qdq{{rounding={rounding},keep_fragile=false,bias_correction=false,{EVERY_LAYER}}}"
         out, report = onnxpress.optimize(onnxpress.load(model), spec, samples=calibration, verify="off")
         assert report.records[-1].stats["gptq_weights"] == (rounding == "gptq")
         errors[rounding] = sum(np.linalg.norm(run(out, x=x)[0] - x @ w) for x in held_out.reshape(16, 4, k))
@@ -226,3 +228,28 @@ def test_smooth_quant_is_exact_in_float_and_cuts_int8_error_from_outlier_channel
         out, _ = onnxpress.optimize(onnxpress.load(model), pipeline, samples=calibration, verify="off")
         errors[label] = sum(np.linalg.norm(run(out, x=x)[0] - run(reference, x=x)[0]) for x in held_out)
     assert errors["smoothed"] < 0.5 * errors["plain"], errors
+
+
+def test_small_layers_keep_float_activations_and_int8_weights_folded_at_load(tmp_path) -> None:
+    """onnxruntime's cost model: below min_macs / min_intensity a layer gets no Q/DQ, only int8 weights behind
+    Cast*scale, which onnxruntime folds into float constants when the session loads."""
+    import onnxruntime as ort
+
+    out, report = onnxpress.optimize(onnxpress.load(conv_net()), "qdq", samples=images(4), verify="off")
+    ops = op_types(out)
+    assert "QuantizeLinear" not in ops and ops.count("Cast") == 2  # conv1, conv2 (the head is fragile: float)
+    int8 = [v for v in out.graph.initializers.values() if v.const_value.dtype == ir.DataType.INT8]
+    assert len(int8) == 2
+    reasons = report.to_dict()["quantization"]["kept_float"]
+    assert "MACs" in reasons["conv1"] and "MACs" in reasons["conv2"]
+    onnxpress.save(out, tmp_path / "q.onnx")
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "ort.onnx")
+    ort.InferenceSession(str(tmp_path / "q.onnx"), opts, providers=["CPUExecutionProvider"])
+    assert not {"Cast", "Mul"} & {n.op_type for n in onnx.load(tmp_path / "ort.onnx").graph.node}  # folded at load
+    float_model = onnxpress.load(conv_net())
+    for x in images(2)["x"]:
+        assert cosine(run(float_model, x=x)[0], run(out, x=x)[0]) > 0.9999
+    # the same layers with a big enough budget, or for TensorRT (which fuses every Q/DQ), are fully quantized
+    out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq{min_macs=1000,min_intensity=1}", samples=images(4), verify="off")
+    assert "QuantizeLinear" in op_types(out)
