@@ -99,3 +99,22 @@ def test_quantized_qdq_model_builds_a_low_precision_engine(tmp_path: Path, activ
     sidecar = json.loads((tmp_path / "q.engine.json").read_text())
     assert artifact.path is not None and artifact.path.stat().st_size > 0
     assert precision in sidecar["layer_precisions"], sidecar["layer_precisions"]
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_weight_only_blocked_dequantize_builds_an_engine(tmp_path: Path, bits: int) -> None:
+    """weight-only's standard form (int4/int8 DequantizeLinear with block_size, opset 21) is TensorRT's
+    weight-only quantization input."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((128, 64)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 128])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])], [w],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model, report = onnxpress.optimize(onnxpress.load(proto), f"weight-only{{bits={bits},min_elements=16}}", target="tensorrt", verify="off")
+    assert report.records[-1].stats["format"] == "qdq"
+    artifact = compile_model(model, get_backend("tensorrt"), CompileOptions(), tmp_path / "w.engine")
+    assert artifact.path is not None and artifact.path.stat().st_size > 0

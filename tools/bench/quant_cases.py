@@ -127,6 +127,7 @@ def _ort_matmulnbits(algorithm: str, gather: bool = False):
 CASES = {
     "onnxpress int8": _onnxpress("int8"),
     "onnxpress auto": _onnxpress("auto"),
+    "onnxpress int8 every layer": _onnxpress("convert-opset{min=17},optimize,qdq{min_macs=0,min_intensity=0},dedup-initializers,dead-code"),
     "onnxpress int8 (entropy)": _onnxpress("convert-opset{min=17},optimize,qdq{calibrator=entropy},dedup-initializers,dead-code"),
     "onnxpress auto (float fallback)": _onnxpress('convert-opset{min=17},optimize,qdq{fidelity="cosine>=0.995",eval_samples=8,sensitive=float}'),
     "onnxpress auto 0.999": _onnxpress('convert-opset{min=17},optimize,qdq{fidelity="cosine>=0.999",eval_samples=16}'),

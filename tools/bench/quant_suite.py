@@ -33,9 +33,9 @@ CASES_BY_MODEL = {
         "ORT dynamic", "ORT static MinMax", "ORT static Entropy",
         "ORT MatMulNBits 4-bit", "ORT MatMulNBits 4-bit GPTQ", "ORT MatMulNBits 4-bit +Gather",
     ],
-    "det": ["onnxpress int8", "onnxpress int8 (entropy)", "onnxpress auto", "onnxpress auto (float fallback)", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
-    "cls": ["onnxpress int8", "onnxpress auto", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
-    "rec": ["onnxpress int8", "onnxpress auto", "onnxpress auto 0.999", "onnxpress int8-dynamic", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
+    "det": ["onnxpress int8", "onnxpress int8 every layer", "onnxpress int8 (entropy)", "onnxpress auto", "onnxpress auto (float fallback)", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
+    "cls": ["onnxpress int8", "onnxpress int8 every layer", "onnxpress auto", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
+    "rec": ["onnxpress int8", "onnxpress int8 every layer", "onnxpress auto", "onnxpress auto 0.999", "onnxpress int8-dynamic", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
 }
 
 
