@@ -43,10 +43,17 @@ def _reader(calib: str):
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter(_samples(calib))
+            self.items = [dict(sample) for sample in _samples(calib)]  # a list: ORT's GPTQ deep-copies the reader
+            self.position = 0
 
         def get_next(self):
-            return next(self.items, None)
+            if self.position >= len(self.items):
+                return None
+            self.position += 1
+            return self.items[self.position - 1]
+
+        def rewind(self) -> None:
+            self.position = 0
 
     return Reader()
 
