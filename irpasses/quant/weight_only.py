@@ -308,10 +308,26 @@ class _QDQEmitter(_NBitsEmitter):
         o, table_value = self.o, node.inputs[0]
         table = table_value.const_value.numpy()
         cols = table.shape[1]
+        if cols % o.block:
+            return 0
         q = quantize_blocks(table.T.astype(np.float32), o.bits, o.block, o.symmetric, o.search)
         codes, scales, zeros = q.codes(o.bits, o.block)  # rows are the table's rows
-        node.replace_input_with(0, self._dequantize(table_value.name or node.name, codes[:, :cols], scales, zeros, 1, table.dtype))
-        return table.nbytes - q.packed.nbytes - q.scales.nbytes
+        # Gather the rows first, then dequantize only them: a DequantizeLinear of the whole table is not folded
+        # by onnxruntime and ran every call (3x slower than float on MiniLM). Gather takes no int4 at opset 21,
+        # so the codes are stored one per byte (int8/uint8 holding 4-bit values; the size win is halved).
+        base = table_value.name or node.name
+        signed = zeros is None
+        stored = (codes[:, :cols].astype(np.int16) - 2 ** (o.bits - 1)).astype(np.int8) if signed else codes[:, :cols].astype(np.uint8)
+        ids = node.inputs[1]
+        parts = [(f"{base}_q{o.bits}", stored), (f"{base}_scales", scales.astype(table.dtype))]
+        if not signed:
+            parts.append((f"{base}_zero_points", zeros.astype(np.uint8)))
+        gathers = [ir.node("Gather", [self._constant(name, array), ids], attributes={"axis": 0}, name=f"{name}_gather") for name, array in parts]
+        dq = ir.node(
+            "DequantizeLinear", [g.outputs[0] for g in gathers], name=f"{base}_dequantize", attributes={"axis": -1, "block_size": o.block}
+        )
+        _replace(self.model, node, dq, before=gathers)
+        return table.nbytes - stored.nbytes - scales.nbytes
 
     def _dequantize(self, base: str, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, axis: int, dtype: np.dtype) -> ir.Value:
         import ml_dtypes
@@ -332,9 +348,10 @@ class _QDQEmitter(_NBitsEmitter):
         return dq.outputs[0]
 
 
-def _replace(model: ir.Model, node: ir.Node, fused: ir.Node) -> None:
-    """Put ``fused`` where ``node`` was, taking over its output (name, type, shape, graph-output role)."""
-    model.graph.insert_before(node, fused)
+def _replace(model: ir.Model, node: ir.Node, fused: ir.Node, before: list[ir.Node] = ()) -> None:
+    """Put ``fused`` (after the nodes ``before`` it needs) where ``node`` was, taking over its output (name,
+    type, shape, graph-output role)."""
+    model.graph.insert_before(node, [*before, fused])
     out = node.outputs[0]
     fused.outputs[0].type, fused.outputs[0].shape = out.type, out.shape
     out.replace_all_uses_with(fused.outputs[0], replace_graph_outputs=True)
