@@ -23,7 +23,7 @@ from onnx_ir.passes import common as common_passes
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
-from onnxpress.irpasses.quant.qparams import add_constant, quantize_weight
+from onnxpress.irpasses.quant.qparams import add_constant, quantize_weight, replace_node
 from onnxpress.irpasses.quant.sensitivity import FLOAT, FULL, REDUCED
 
 
@@ -60,14 +60,7 @@ class _Builder:
         return add_constant(self.graph, name, array)
 
     def replace(self, node: ir.Node, new_nodes: list[ir.Node]) -> None:
-        """Insert ``new_nodes`` before ``node``; the last one's output takes over ``node``'s output and name."""
-        self.graph.insert_before(node, new_nodes)
-        old, new = node.outputs[0], new_nodes[-1].outputs[0]
-        new.type, new.shape = old.type, old.shape
-        old.replace_all_uses_with(new, replace_graph_outputs=True)
-        name = old.name
-        self.graph.remove(node, safe=True)
-        new.name = name
+        replace_node(self.graph, node, new_nodes)
 
 
 def _int8_columns(builder: _Builder, node: ir.Node) -> tuple[str, ir.Value, ir.Value, ir.Value, int]:

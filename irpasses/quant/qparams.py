@@ -124,3 +124,15 @@ def folded_int8_weight(graph: ir.Graph, before: ir.Node, weight_value: ir.Value,
     mul.outputs[0].type, mul.outputs[0].shape = weight_value.type, weight_value.shape
     graph.insert_before(before, [cast, mul])
     return mul.outputs[0]
+
+
+def replace_node(graph: ir.Graph, node: ir.Node, new_nodes: list[ir.Node]) -> None:
+    """Put ``new_nodes`` where ``node`` was; the last one's output takes over ``node``'s output (name, type,
+    shape, graph-output role)."""
+    graph.insert_before(node, new_nodes)
+    old, new = node.outputs[0], new_nodes[-1].outputs[0]
+    new.type, new.shape = old.type, old.shape
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    name = old.name
+    graph.remove(node, safe=True)
+    new.name = name

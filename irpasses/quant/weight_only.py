@@ -23,7 +23,7 @@ from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant.gptq import Prepared, gptq_quantize, prepare
-from onnxpress.irpasses.quant.qparams import add_constant
+from onnxpress.irpasses.quant.qparams import add_constant, replace_node
 
 
 @dataclasses.dataclass
@@ -262,7 +262,7 @@ class _NBitsEmitter:
         if q.zero_points is not None:
             inputs.append(self._constant(f"{base}_zero_points", q.zero_points))
         attributes = {"K": k, "N": n, "bits": o.bits, "block_size": o.block, "accuracy_level": o.accuracy_level}
-        _replace(self.model, node, ir.node("MatMulNBits", inputs, domain="com.microsoft", name=f"{node.name or base}_nbits", attributes=attributes))
+        replace_node(self.model.graph, node, [ir.node("MatMulNBits", inputs, domain="com.microsoft", name=f"{node.name or base}_nbits", attributes=attributes)])
         return weight.nbytes - q.packed.nbytes - q.scales.nbytes
 
     def gather(self, node: ir.Node) -> int:
@@ -281,7 +281,7 @@ class _NBitsEmitter:
         if q.zero_points is not None:
             inputs.append(self._constant(f"{base}_zero_points", q.zero_points.reshape(rows, -1)))
         attributes = {"gather_axis": 0, "quantize_axis": 1, "block_size": o.block, "bits": o.bits}
-        _replace(self.model, node, ir.node("GatherBlockQuantized", inputs, domain="com.microsoft", name=f"{node.name or base}_q", attributes=attributes))
+        replace_node(self.model.graph, node, [ir.node("GatherBlockQuantized", inputs, domain="com.microsoft", name=f"{node.name or base}_q", attributes=attributes)])
         return table.nbytes - q.packed.nbytes - q.scales.nbytes
 
     def _constant(self, name: str, array: np.ndarray) -> ir.Value:
@@ -326,7 +326,7 @@ class _QDQEmitter(_NBitsEmitter):
         dq = ir.node(
             "DequantizeLinear", [g.outputs[0] for g in gathers], name=f"{base}_dequantize", attributes={"axis": -1, "block_size": o.block}
         )
-        _replace(self.model, node, dq, before=gathers)
+        replace_node(self.model.graph, node, [*gathers, dq])
         return table.nbytes - stored.nbytes - scales.nbytes
 
     def _dequantize(self, base: str, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, axis: int, dtype: np.dtype) -> ir.Value:
@@ -346,15 +346,3 @@ class _QDQEmitter(_NBitsEmitter):
         dq = ir.node("DequantizeLinear", inputs, name=f"{base}_dequantize", attributes={"axis": axis, "block_size": o.block})
         self.model.graph.insert_before(self.model.graph.node(0), dq)
         return dq.outputs[0]
-
-
-def _replace(model: ir.Model, node: ir.Node, fused: ir.Node, before: list[ir.Node] = ()) -> None:
-    """Put ``fused`` (after the nodes ``before`` it needs) where ``node`` was, taking over its output (name,
-    type, shape, graph-output role)."""
-    model.graph.insert_before(node, [*before, fused])
-    out = node.outputs[0]
-    fused.outputs[0].type, fused.outputs[0].shape = out.type, out.shape
-    out.replace_all_uses_with(fused.outputs[0], replace_graph_outputs=True)
-    name = out.name
-    model.graph.remove(node, safe=True)
-    fused.outputs[0].name = name
