@@ -1,8 +1,8 @@
 """Run calibration samples through onnxruntime and stream intermediate activations into histograms.
 
-Nothing is kept per sample: each run's activations update the histograms and are dropped. When one sample's
-activations would exceed ``byte_budget``, the tensors are split into chunks that each fit, and the samples
-are run once per chunk, so peak memory is bounded by the budget, not by the model or the sample count.
+Nothing is kept per sample: each run's activations update the histograms and are dropped. The model runs as
+consecutive pieces (``pieces``) that each expose at most ``byte_budget`` of activations, so every node runs
+once per sample and peak memory is bounded by the budget, not by the model or the sample count.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import numpy as np
 import onnx_ir as ir
 from onnxpress.irpasses.core.errors import DataError
 from onnxpress.irpasses.core.progress import progress
+from onnxpress.irpasses.quant import pieces
 from onnxpress.irpasses.quant.histogram import DEFAULT_BINS, TensorHistogram
 from onnxpress.irpasses.quant.malloc import return_large_blocks, trim
 
 QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 DEFAULT_BYTE_BUDGET = 64 * 2**20
+PROBE_TENSORS = 8
 
 
 def activation_tensors(model: ir.Model, ops: frozenset[str] = QUANTIZABLE_OPS) -> list[str]:
@@ -35,11 +37,10 @@ def activation_tensors(model: ir.Model, ops: frozenset[str] = QUANTIZABLE_OPS) -
     return list(names)
 
 
-def _session(model: ir.Model, outputs: Sequence[str]) -> Any:
+def _session(model: ir.Model) -> Any:
     from onnxpress.backends.ort.runner import make_session
-    from onnxpress.irpasses.core.numerics import with_outputs
 
-    return make_session(with_outputs(model, list(outputs)), optimization="disable", low_memory=True)
+    return make_session(model, optimization="disable", low_memory=True)
 
 
 class Accumulator(Protocol):
@@ -56,13 +57,32 @@ def collect_histograms(
     byte_budget: int = DEFAULT_BYTE_BUDGET,
     show_progress: bool | None = None,
     channel_axes: Mapping[str, int] | None = None,
+    means_only: Sequence[str] = (),
 ) -> dict[str, TensorHistogram]:
-    """Histograms of every tensor in ``tensors`` (default: activations of quantizable ops) over ``samples``."""
+    """Histograms of every tensor in ``tensors`` (default: activations of quantizable ops) over ``samples``,
+    with per-channel means along ``channel_axes``; tensors in ``means_only`` get the means without bins."""
     names = list(tensors) if tensors is not None else activation_tensors(model)
     axes = channel_axes or {}
-    return stream_statistics(
-        model, samples, {n: TensorHistogram(bins=bins, channel_axis=axes.get(n)) for n in names}, byte_budget, show_progress
-    )
+    accumulators = {n: TensorHistogram(bins=bins, channel_axis=axes.get(n)) for n in names}
+    for name in means_only:
+        accumulators.setdefault(name, TensorHistogram(bins=bins, channel_axis=axes.get(name), binned=False))
+    return stream_statistics(model, samples, accumulators, byte_budget, show_progress)
+
+
+class ElementCount:
+    """How many elements a tensor has (in the last sample given): layer costs need sizes, not values."""
+
+    def __init__(self) -> None:
+        self.elements = 0
+
+    def update(self, values: np.ndarray) -> None:
+        self.elements = int(np.asarray(values).size)
+
+
+def tensor_elements(model: ir.Model, sample: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, int]:
+    """Element counts of the named tensors on one sample (one run of the model)."""
+    counts = stream_statistics(model, [sample], {n: ElementCount() for n in names}, show_progress=False)
+    return {name: c.elements for name, c in counts.items()}
 
 
 Stats = TypeVar("Stats", bound=Accumulator)
@@ -76,12 +96,13 @@ def stream_statistics(
     show_progress: bool | None = None,
     description: str = "calibrating",
 ) -> dict[str, Stats]:
-    """Feed every sample's value of each named tensor to its accumulator, under ``byte_budget`` of exposed
-    activations per run (tensors are split into chunks that fit, and the samples run once per chunk)."""
+    """Feed every sample's value of each named tensor to its accumulator. The model runs as pieces (see
+    ``pieces``) exposing at most ``byte_budget`` of activations each: every node runs once per sample, and
+    memory is bounded by the budget plus what crosses between pieces, not by the model or the sample count."""
     if not accumulators:
         return accumulators
     return_large_blocks()
-    source = samples  # re-iterable: read once per chunk, never held all at once
+    source = samples  # re-iterable: read twice at most (the first sample, then all), never held all at once
     first = next(iter(source), None)
     if first is None:
         raise DataError("calibration data is empty: no sample to run")
@@ -90,46 +111,40 @@ def stream_statistics(
     except TypeError:  # a generator-backed source has no length; the progress bar just counts up
         count = None
     graph_inputs = [v.name for v in model.graph.inputs if v.name in accumulators]
-    for sample in source:  # model inputs come straight from the data
+    computed = [n for n in accumulators if n not in graph_inputs]
+    sizes: dict[str, int] = {}
+
+    def measure(name: str, array: np.ndarray) -> None:
+        sizes[name] = int(np.asarray(array).nbytes)
+        accumulators[name].update(array)
+
+    def update(name: str, array: np.ndarray) -> None:
+        accumulators[name].update(array)
+
+    def feed_inputs(sample: Mapping[str, np.ndarray]) -> None:  # model inputs come straight from the data
         for name in graph_inputs:
             accumulators[name].update(np.asarray(sample[name]))
-    computed = [n for n in accumulators if n not in graph_inputs]
-    chunks = _plan_chunks(model, computed, first, byte_budget) if computed else []
-    del first
-    with progress(description, len(chunks) * count if count else None, show_progress) as bar:
-        for chunk in chunks:
-            session = _session(model, chunk)
-            wanted = [o.name for o in session.get_outputs() if o.name in accumulators]
-            for sample in source:
-                feed = {i.name: np.asarray(sample[i.name]) for i in session.get_inputs()}
-                for name, array in zip(wanted, session.run(wanted, feed)):
-                    accumulators[name].update(array)
-                bar.advance()
-            del session
+
+    with progress(description, count, show_progress) as bar:
+        # the first sample runs in small pieces and measures every tensor; the rest run in pieces that fill
+        # the budget (fewer sessions and calls)
+        probe = pieces.plan(model, computed, max_exposed=PROBE_TENSORS) if computed else []
+        final = probe
+        feed_inputs(first)
+        pieces.run(model, probe, first, measure, _session)
+        bar.advance()
+        del first
+        if computed:
+            final = pieces.plan(model, computed, sizes, byte_budget)
+            if [p.indices for p in final] == [p.indices for p in probe]:
+                final = probe
+            del probe
             trim()
+        for number, sample in enumerate(source):
+            if number:  # the first sample went through the probe
+                feed_inputs(sample)
+                pieces.run(model, final, sample, update, _session)
+                bar.advance()
+    del final
+    trim()
     return accumulators
-
-
-def _plan_chunks(model: ir.Model, names: list[str], sample: Mapping[str, np.ndarray], byte_budget: int) -> list[list[str]]:
-    """Measure each tensor's size on one sample (a few tensors at a time), then pack tensors under the budget."""
-    sizes: dict[str, int] = {}
-    probe = 8
-    for start in range(0, len(names), probe):
-        part = names[start : start + probe]
-        session = _session(model, part)
-        feed = {i.name: np.asarray(sample[i.name]) for i in session.get_inputs()}
-        wanted = [o.name for o in session.get_outputs() if o.name in part]
-        for name, array in zip(wanted, session.run(wanted, feed)):
-            sizes[name] = int(np.asarray(array).nbytes)
-        del session
-        trim()
-    chunks: list[list[str]] = [[]]
-    used = 0
-    for name in names:
-        size = sizes.get(name, 0)
-        if chunks[-1] and used + size > byte_budget:
-            chunks.append([])
-            used = 0
-        chunks[-1].append(name)
-        used += size
-    return chunks

@@ -27,20 +27,32 @@ class TensorHistogram:
     """When set, also the per-channel mean along this axis (bias correction needs E[x] per input channel)."""
     channel_sum: np.ndarray | None = None
     channel_count: int = 0
+    binned: bool = True
+    """False: only the per-channel mean is kept (a layer whose activations stay float still wants E[x] for
+    bias correction; binning is most of calibration's numpy time)."""
 
     def update(self, values: np.ndarray) -> None:
+        """Add one sample's values; ``values`` is only read (a caller's array may be reused elsewhere)."""
+        values = np.asarray(values)
         if self.channel_axis is not None:
-            self._update_channels(np.asarray(values))
-        data = np.asarray(values, dtype=np.float32).reshape(-1)
-        if not np.isfinite(data).all():
-            data = data[np.isfinite(data)]
+            self._update_channels(values)
+        if not self.binned:
+            self.seen += values.size
+            return
+        data = values.reshape(-1)
+        if data.dtype != np.float32:
+            data = data.astype(np.float32)
         if data.size == 0:
             return
+        lo, hi = float(data.min()), float(data.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or inf somewhere (min/max propagate them)
+            data = data[np.isfinite(data)]
+            if data.size == 0:
+                return
+            lo, hi = float(data.min()), float(data.max())
         self.seen += data.size
-        self.minimum = min(self.minimum, float(data.min()))
-        self.maximum = max(self.maximum, float(data.max()))
-        magnitude = np.abs(data)  # the one full-size temporary (float32); binning reuses it in place
-        peak = float(magnitude.max())
+        self.minimum, self.maximum = min(self.minimum, lo), max(self.maximum, hi)
+        peak = max(-lo, hi)
         if self.counts.size == 0:
             self.top = peak if peak > 0 else 1.0
             self.counts = np.zeros(self.bins, dtype=np.float64)
@@ -48,22 +60,28 @@ class TensorHistogram:
             merged = self.counts.reshape(-1, 2).sum(axis=1)
             self.counts = np.concatenate([merged, np.zeros(self.bins // 2)])
             self.top *= 2.0
-        # np.histogram would make float64 and int64 copies (about 5x the data); scale in place, bin as int32
+        # np.histogram would make float64 and int64 copies (about 5x the data): one float32 temporary scaled
+        # in place, binned as int32; |x| == top lands one past the end and is folded into the last bin
+        magnitude = np.abs(data)
         np.multiply(magnitude, np.float32(self.bins / self.top), out=magnitude)
-        index = magnitude.astype(np.int32)
-        np.minimum(index, self.bins - 1, out=index)
-        self.counts += np.bincount(index, minlength=self.bins)
+        counts = np.bincount(magnitude.astype(np.int32), minlength=self.bins + 1)
+        counts[self.bins - 1] += counts[self.bins :].sum()
+        self.counts += counts[: self.bins]
 
     def _update_channels(self, values: np.ndarray) -> None:
         if values.ndim == 0:
             return
-        moved = np.moveaxis(values, self.channel_axis, -1).reshape(-1, values.shape[self.channel_axis])
-        sums = moved.sum(axis=0, dtype=np.float64)
+        axis = self.channel_axis % values.ndim
+        channels = values.shape[axis]
+        # (before, channels, after) is a free view of a contiguous array; moving the axis last would copy it
+        grouped = values.reshape(int(np.prod(values.shape[:axis])), channels, -1)
+        sums = grouped.sum(axis=(0, 2), dtype=np.float64)
+        count = grouped.shape[0] * grouped.shape[2]
         if self.channel_sum is None or self.channel_sum.shape != sums.shape:
-            self.channel_sum, self.channel_count = sums, moved.shape[0]
+            self.channel_sum, self.channel_count = sums, count
         else:
             self.channel_sum += sums
-            self.channel_count += moved.shape[0]
+            self.channel_count += count
 
     def channel_mean(self) -> np.ndarray | None:
         if self.channel_sum is None or self.channel_count == 0:

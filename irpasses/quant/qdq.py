@@ -48,12 +48,19 @@ class CalibrationStats(Analysis[dict[str, TensorHistogram]]):
 def calibration_stats(
     model: ir.Model, ctx: PassContext, names: list[str], samples: Any, channel_axes: dict[str, int] | None = None
 ) -> dict[str, TensorHistogram]:
-    """Histograms for ``names`` (with per-channel means along ``channel_axes``), computing only what is not cached."""
+    """Histograms for ``names``, and per-channel means along ``channel_axes`` (for the tensors there that are
+    not in ``names``, means only), computing only what is not cached."""
     cache = ctx.analyses.get(CalibrationStats, model, ctx)
     axes = channel_axes or {}
-    missing = [n for n in names if n not in cache or (n in axes and cache[n].channel_axis != axes[n])]
-    if missing:
-        cache.update(collect_histograms(model, samples, missing, show_progress=ctx.show_progress, channel_axes=axes))
+
+    def missing(name: str, binned: bool) -> bool:
+        h = cache.get(name)
+        return h is None or (binned and not h.binned) or (name in axes and h.channel_axis != axes[name])
+
+    wanted = [n for n in names if missing(n, True)]
+    means = [n for n in axes if n not in names and missing(n, False)]
+    if wanted or means:
+        cache.update(collect_histograms(model, samples, wanted, show_progress=ctx.show_progress, channel_axes=axes, means_only=means))
     return cache
 
 
@@ -132,11 +139,10 @@ class QDQ(Pass):
         if not placement.sites:
             return self.result(model, False, sites=0, kept_float=len(placement.kept_float))
         samples = calibration_samples(ctx, model, self.allow_random, self.name)
-        axes = {s.node.inputs[0].name: (1 if s.node.op_type == "Conv" else -1) for s in placement.sites}
-        wanted = list(dict.fromkeys([*(v.name for v in placement.activation_values()), *axes]))
-        stats = calibration_stats(model, ctx, wanted, samples, axes)
-        self._small = self._small_layers(placement, stats, samples, ctx.target)
+        self._small = self._small_layers(model, placement, samples, ctx.target)
         placement = self._demote_small(placement)
+        axes = {s.node.inputs[0].name: (1 if s.node.op_type == "Conv" else -1) for s in placement.sites}
+        stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples, axes)
         info = ctx.extra.setdefault("quantization", {})
         self._rounded = self._gptq_weights(model, ctx, placement, samples) if self.rounding == "gptq" and self.activations != "fp8" else {}
         if self.fidelity or self.metric is not None:
@@ -150,21 +156,19 @@ class QDQ(Pass):
             biases_corrected=self._last_counts["biases_corrected"], gptq_weights=len(self._rounded),
         )
 
-    def _small_layers(
-        self, placement: Placement, stats: dict[str, TensorHistogram], samples: Any, target: str | None
-    ) -> dict[str, tuple[float, float]]:
-        """{node name: multiply-adds per sample} of the layers under ``min_macs`` or ``min_intensity``
-        (onnxruntime targets only)."""
+    def _small_layers(self, model: ir.Model, placement: Placement, samples: Any, target: str | None) -> dict[str, tuple[float, float]]:
+        """{node name: (multiply-adds, per element)} of the layers under ``min_macs`` or ``min_intensity`` on the
+        first calibration sample (onnxruntime targets only). Decided before calibrating: only the layers
+        that keep Q/DQ need activation histograms (PP-OCRv4 det: 8 % of the activation volume)."""
         if not (self.min_macs or self.min_intensity) or target not in (None, "ort") or self.activations == "fp8":
             return {}
-        try:
-            count = len(samples)
-        except TypeError:
-            count = sum(1 for _ in samples)
+        from onnxpress.irpasses.quant.collect import tensor_elements
+
+        inputs = list(dict.fromkeys(s.node.inputs[0].name for s in placement.sites))
+        elements = tensor_elements(model, next(iter(samples)), inputs)
         small = {}
         for site in placement.sites:
-            h = stats.get(site.node.inputs[0].name)
-            cost = layer_cost(site.node, h.seen / max(count, 1)) if h is not None else None
+            cost = layer_cost(site.node, elements.get(site.node.inputs[0].name, 0))
             if cost is not None and (cost[0] < self.min_macs or cost[1] < self.min_intensity):
                 small[site.node.name] = cost
         return small
@@ -257,7 +261,7 @@ class QDQ(Pass):
         act = {}
         for value in values:
             h = stats.get(value.name)
-            if h is None or h.seen == 0:
+            if h is None or h.seen == 0 or not h.binned:
                 raise DataError(f"no calibration statistics for tensor '{value.name}' (it was never computed on the samples)")
             lo, hi = tensor_range(h, self.calibrator, self.percentile)
             window = saturation_window(value)
