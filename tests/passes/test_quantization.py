@@ -253,3 +253,38 @@ def test_small_layers_keep_float_activations_and_int8_weights_folded_at_load(tmp
     # the same layers with a big enough budget, or for TensorRT (which fuses every Q/DQ), are fully quantized
     out, _ = onnxpress.optimize(onnxpress.load(conv_net()), "qdq{min_macs=1000,min_intensity=1}", samples=images(4), verify="off")
     assert "QuantizeLinear" in op_types(out)
+
+
+def test_reduced_only_layers_are_group_tested_and_the_culprit_found() -> None:
+    """Layers with no full level (the cost model's small ones) are scored in halving groups: the seven that
+    barely move the output cost a few evaluations together; the one that breaks the target alone is found,
+    scored on its own and kept float."""
+    from onnxpress.irpasses.core import PassContext
+    from onnxpress.irpasses.quant import sensitivity
+
+    count, bad = 8, "mm5"
+    weights = [numpy_helper.from_array((np.eye(8) + 0.1 * RNG.standard_normal((8, 8))).astype(np.float32), f"w{i}") for i in range(count)]
+    nodes = [helper.make_node("MatMul", [f"h{i}" if i else "x", f"w{i}"], [f"h{i + 1}" if i < count - 1 else "y"], name=f"mm{i}") for i in range(count)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], weights)
+    model = onnxpress.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    noise = {f"mm{i}": np.random.default_rng(i).standard_normal((8, 8)).astype(np.float32) for i in range(count)}
+
+    def quantize(clone: ir.Model, levels: dict[str, str]) -> None:  # a stand-in for int8 weights: noise
+        for node in clone.graph:
+            if levels.get(node.name, sensitivity.FLOAT) != sensitivity.FLOAT:
+                w = node.inputs[1]
+                amount = 0.5 if node.name == bad else 1e-4
+                w.const_value = ir.tensor(w.const_value.numpy() + amount * noise[node.name], name=w.name)
+
+    samples = [{"x": RNG.standard_normal((4, 8)).astype(np.float32)} for _ in range(2)]
+    layers = [(f"mm{i}", "MatMul") for i in range(count)]
+    result = sensitivity.search(model, PassContext(), layers=layers, quantize=quantize, samples=samples,
+                                metric=sensitivity.cosine, threshold=0.999, reduced_only=frozenset(n for n, _ in layers))
+    rows = {r.node: r for r in result.table}
+    assert [r.node for r in result.table] == [n for n, _ in layers]
+    assert rows[bad].alone and rows[bad].score < 0.999 and rows[bad].level == sensitivity.FLOAT
+    assert {n: r.level for n, r in rows.items() if r.level != sensitivity.FULL} == {bad: sensitivity.FLOAT}  # full = reduced here
+    # halving: [0-7] fails, [0-3] passes, [4-7] fails, [4,5] fails, mm4 and mm5 alone, [6,7] passes
+    assert [n for n, r in rows.items() if r.alone] == ["mm4", bad]
+    assert result.met
