@@ -67,7 +67,7 @@ class GramMatrix:
         self._flush()
         if self.sum is None or self.rows == 0:
             raise ValueError("no calibration rows were seen")
-        return self.sum / self.rows
+        return (self.sum / self.rows).astype(np.float32)  # accumulated in float64; held (one per input) in float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +81,12 @@ class Prepared:
 
 def prepare(hessian: np.ndarray, damp: float = 0.01, act_order: bool = True) -> Prepared:
     """Dampen, order (``act_order``: largest E[x²] first) and factor the inverse of E[x xᵀ]."""
-    h = hessian.astype(np.float64).copy()
-    dead = np.diag(h) == 0  # inputs that are always zero: their weights cannot matter
-    h[dead, dead] = 1.0
-    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(len(h))
-    return Prepared(order, _inverse_cholesky(h[order][:, order], damp), dead)
+    diagonal = np.diag(hessian).astype(np.float64)
+    dead = diagonal == 0  # inputs that are always zero: their weights cannot matter
+    order = np.argsort(-np.where(dead, 1.0, diagonal), kind="stable") if act_order else np.arange(len(diagonal))
+    h = np.asarray(hessian, dtype=np.float64)[np.ix_(order, order)]  # one reordered copy
+    h[dead[order], dead[order]] = 1.0
+    return Prepared(order, _inverse_cholesky(h, damp), dead)
 
 
 def _inverse_cholesky(hessian: np.ndarray, damp: float) -> np.ndarray:

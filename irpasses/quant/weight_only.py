@@ -13,6 +13,7 @@ dequantized block by block inside its kernels), or standard int4/int8 ``Dequanti
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import Literal
 
 import numpy as np
@@ -70,23 +71,31 @@ def unpack(packed: np.ndarray, bits: int) -> np.ndarray:
     return np.stack([low, high], axis=-1).reshape(*packed.shape[:-1], -1)
 
 
-def _best_symmetric_scale(w: np.ndarray, bits: int, grid: int = 24) -> np.ndarray:
+def _best_symmetric_scale(w: np.ndarray, bits: int, grid: int = 24, chunk_elements: int = 1 << 20) -> np.ndarray:
     """Per block, the scale among a grid around max|w| / 2^(bits-1) that minimizes the block's squared error
-    (plain max|w| / (2^(bits-1) - 1) wastes the most negative level; a little clipping often pays)."""
+    (plain max|w| / (2^(bits-1) - 1) wastes the most negative level; a little clipping often pays).
+    float32 throughout, ``chunk_elements`` at a time: on MiniLM's 30,522-row embedding table the float64
+    temporaries of a whole-table search took 320 MB."""
     half = 2 ** (bits - 1)
     amax = np.abs(w).max(axis=2, keepdims=True)
-    amax = np.where(amax == 0, 1.0, amax)
-    best_scale = amax / (half - 1)
-    best_err = np.full(amax.shape, np.inf)
-    for ratio in np.linspace(0.7, half / (half - 1), grid):
-        scale = amax * ratio / half
-        q = np.clip(np.rint(w / scale), -half, half - 1)
-        err = np.sum((q * scale - w) ** 2, axis=2, keepdims=True)
-        better = err < best_err
-        best_err = np.where(better, err, best_err)
-        best_scale = np.where(better, scale, best_scale)
-    return best_scale.astype(np.float32)
-
+    amax = np.where(amax == 0, np.float32(1.0), amax).astype(np.float32)
+    best_scale = amax / np.float32(half - 1)
+    rows = max(1, chunk_elements // max(1, w[0].size))
+    for start in range(0, w.shape[0], rows):
+        part, top = w[start : start + rows].astype(np.float32, copy=False), amax[start : start + rows]
+        best_err = np.full(top.shape, np.inf, dtype=np.float32)
+        chosen = best_scale[start : start + rows]
+        for ratio in np.linspace(0.7, half / (half - 1), grid, dtype=np.float32):
+            scale = top * (ratio / np.float32(half))
+            q = np.divide(part, scale)
+            np.clip(np.rint(q, out=q), -half, half - 1, out=q)
+            np.multiply(q, scale, out=q)
+            np.subtract(q, part, out=q)
+            err = np.einsum("nbk,nbk->nb", q, q)[..., None]
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            chosen[...] = np.where(better, scale, chosen)
+    return best_scale
 
 def block_scales(w: np.ndarray, bits: int, symmetric: bool, search: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Scale and zero point (unsigned code space) of each block of ``w`` [N, blocks, block]."""
@@ -98,7 +107,7 @@ def block_scales(w: np.ndarray, bits: int, symmetric: bool, search: bool = True)
         else:
             scale = np.abs(w).max(axis=2, keepdims=True) / (half - 1)
             scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-        return scale, np.full(scale.shape, float(half))
+        return scale, np.full(scale.shape, half, dtype=np.float32)
     lo = np.minimum(w.min(axis=2, keepdims=True), 0)
     hi = np.maximum(w.max(axis=2, keepdims=True), 0)
     scale = ((hi - lo) / levels).astype(np.float32)
@@ -122,7 +131,10 @@ def quantize_blocks(
     else:
         w = padded.T.reshape(n, blocks, block)  # [N, blocks, block]
         scale, zp = block_scales(w, bits, symmetric, search)
-        q = np.clip(np.rint(w / scale) + zp, 0, levels)
+        q = np.divide(w, scale)  # in place from here: an embedding table is tens of MB
+        np.rint(q, out=q)
+        np.add(q, zp, out=q)
+        np.clip(q, 0, levels, out=q)
     zero_points = None
     if not symmetric:
         per_row = -(-blocks * bits // 8) * (8 // bits) if bits == 4 else blocks
@@ -174,12 +186,20 @@ class WeightOnly(Pass):
         matmuls = [n for n in model.graph if self._weight(n, "MatMul", 1) is not None]
         gathers = [n for n in model.graph if self.embeddings and self._weight(n, "Gather", 0) is not None]
         method = self.method if self.method != "auto" else ("gptq" if ctx.samples is not None else "rtn")
-        plans = self._gptq_plans(model, ctx, matmuls) if method == "gptq" and matmuls else {}
+        grams = self._gram_matrices(model, ctx, matmuls) if method == "gptq" and matmuls else {}
+        readers = Counter(n.inputs[0].name for n in matmuls)
+        plans: dict[str, Prepared] = {}
         emit = _NBitsEmitter(model, self) if form == "nbits" else _QDQEmitter(model, self)
         saved = 0
         with ctx.progress("weight-only", len(matmuls) + len(gathers)) as bar:
             for node in matmuls:
-                saved += emit.matmul(node, plans.get(node.inputs[0].name))
+                source = node.inputs[0].name
+                if source in grams and source not in plans:  # factored when first needed, dropped after its last reader
+                    plans[source] = self._prepare(grams.pop(source))
+                saved += emit.matmul(node, plans.get(source))
+                readers[source] -= 1
+                if not readers[source]:
+                    plans.pop(source, None)
                 bar.advance()
             skipped = []
             for node in gathers:
@@ -221,9 +241,9 @@ class WeightOnly(Pass):
                 hint="put convert-opset{min=21} before it, or add --target ort for com.microsoft.MatMulNBits",
             )
 
-    def _gptq_plans(self, model: ir.Model, ctx: PassContext, matmuls: list[ir.Node]) -> dict[str, Prepared]:
-        """GPTQ's factored E[x xᵀ] for every quantized MatMul's input over the calibration data (once per
-        distinct input: q, k and v projections share theirs). K is padded to whole blocks with dead inputs."""
+    def _gram_matrices(self, model: ir.Model, ctx: PassContext, matmuls: list[ir.Node]) -> dict[str, np.ndarray]:
+        """E[x xᵀ] of every quantized MatMul's input over the calibration data (once per distinct input: q, k
+        and v projections share theirs)."""
         from onnxpress.irpasses.quant.collect import stream_statistics
         from onnxpress.irpasses.quant.data import calibration_samples
         from onnxpress.irpasses.quant.gptq import GramMatrix
@@ -233,16 +253,14 @@ class WeightOnly(Pass):
         grams = stream_statistics(
             model, samples, {name: GramMatrix() for name in names}, show_progress=ctx.show_progress, description="gptq statistics"
         )
-        plans = {}
-        for name, gram in grams.items():
-            if gram.empty:
-                continue
-            h = gram.hessian()
-            k = len(h)
-            padded = np.zeros((-(-k // self.block) * self.block,) * 2)
-            padded[:k, :k] = h  # padded rows have a zero diagonal: dead inputs, their weights are zeroed
-            plans[name] = prepare(padded, self.damp, self.act_order)
-        return plans
+        return {name: grams.pop(name).hessian() for name in list(grams) if not grams[name].empty}
+
+    def _prepare(self, hessian: np.ndarray) -> Prepared:
+        """GPTQ's factored inverse, with K padded to whole blocks by dead inputs (their weights are zeroed)."""
+        k = len(hessian)
+        padded = np.zeros((-(-k // self.block) * self.block,) * 2)
+        padded[:k, :k] = hessian
+        return prepare(padded, self.damp, self.act_order)
 
 
 class _NBitsEmitter:

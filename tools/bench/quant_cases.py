@@ -143,6 +143,7 @@ CASES = {
     "onnxpress int8-smooth": _onnxpress("int8-smooth"),
     "onnxpress w4": _onnxpress("w4", target="ort"),
     "onnxpress w4 MatMul-only": _onnxpress("convert-opset{min=21},optimize,weight-only{bits=4,block=32,embeddings=false}", target="ort"),
+    "onnxpress w4 RTN MatMul-only": _onnxpress("convert-opset{min=21},optimize,weight-only{bits=4,block=32,embeddings=false,method=rtn}", target="ort"),
     "onnxpress w4 (QDQ, opset 21)": _onnxpress("w4"),
     "onnxpress w8": _onnxpress("w8", target="ort"),
     "ORT static MinMax": _ort_static("minmax"),
