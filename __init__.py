@@ -27,6 +27,7 @@ from onnxpress.irpasses.core import (
     PassContext,
     PassInstrument,
     PassManager,
+    PassOptionError,
     PipelineReport,
     build_passes,
 )
@@ -71,6 +72,8 @@ def optimize(
     inputs and warns. ``min_cosine`` judges outputs by cosine similarity instead of rtol/atol (the default for
     pipelines with a lossy pass is 0.99). ``explain`` records, per rewrite rule, the sites that matched and the near-misses. Returns the model in the form given (ModelProto in, ModelProto out) and the report.
     """
+    if verify not in ("end", "each", "off"):
+        raise PassOptionError(f"verify={verify!r} is not one of 'end', 'each', 'off'")
     as_proto = isinstance(model, onnx.ModelProto)
     ir_model = load(model)
     registry = registry or default_registry()

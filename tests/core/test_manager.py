@@ -8,6 +8,7 @@ import onnx_ir as ir
 import onnxpress
 import pytest
 from onnxpress.irpasses.core import (
+    PassOptionError,
     CALIBRATED,
     TOPO_SORTED,
     Analysis,
@@ -293,3 +294,10 @@ class UntypedOutput(Pass):
 def test_checker_failure_caused_by_the_pipeline_is_an_error() -> None:
     with pytest.raises(VerificationError, match="the pipeline made the model fail onnx.checker: Field 'type'"):
         PassManager([UntypedOutput()]).run(model())
+
+
+def test_unknown_verify_mode_is_refused_not_ignored() -> None:
+    from onnxpress.tools.testing import mlp_proto
+
+    with pytest.raises(PassOptionError, match="verify='none'"):
+        onnxpress.optimize(mlp_proto(), "cleanup", verify="none")  # type: ignore[arg-type]

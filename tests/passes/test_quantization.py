@@ -288,3 +288,34 @@ def test_reduced_only_layers_are_group_tested_and_the_culprit_found() -> None:
     # halving: [0-7] fails, [0-3] passes, [4-7] fails, [4,5] fails, mm4 and mm5 alone, [6,7] passes
     assert [n for n, r in rows.items() if r.alone] == ["mm4", bad]
     assert result.met
+
+
+def wide_mlp() -> onnx.ModelProto:
+    """Two 64x64 MatMuls with a Relu between (weights large enough for dynamic-quant's 4,096-element floor)."""
+    weights = [numpy_helper.from_array((0.2 * RNG.standard_normal((64, 64))).astype(np.float32), f"w{i}") for i in range(2)]
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h"], name="mm0"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w1"], ["y"], name="mm1")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("proto", "target", "expected"), [("conv", None, "static"), ("mlp", None, "dynamic"), ("mlp", "tensorrt", "static")])
+def test_auto_quant_picks_static_for_convolutions_and_dynamic_for_matmuls(proto: str, target: str | None, expected: str) -> None:
+    from onnxpress.irpasses.core import PassContext, PassManager, build_passes
+
+    model = onnxpress.load(conv_net() if proto == "conv" else wide_mlp())
+    samples = images(4) if proto == "conv" else {"x": RNG.standard_normal((4, 2, 64)).astype(np.float32)}
+    ctx = PassContext(samples=samples, target=target)
+    PassManager(build_passes("auto-quant"), ctx=ctx).run(model)
+    info = ctx.extra["quantization"]
+    assert info["auto"]["method"] == expected
+    assert info["fidelity"]["met"]
+    ops = op_types(model)
+    if expected == "dynamic":
+        assert "DynamicQuantizeLinear" in ops or "DequantizeLinear" in ops
+    else:
+        assert "DynamicQuantizeLinear" not in ops
+        assert any(v.const_value.dtype == ir.DataType.INT8 for v in model.graph.initializers.values())
+        if target == "tensorrt":
+            assert "QuantizeLinear" in ops  # no cost model for TensorRT: activations quantized too

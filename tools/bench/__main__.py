@@ -88,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
+    parser.add_argument("--models", help="quant suite: a comma-separated subset of minilm,det,rec,cls,orient")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.suite != "io":
         module = importlib.import_module(f"onnxpress.tools.bench.{args.suite}_suite")
-        rows = getattr(module, f"bench_{args.suite}")()
+        run = getattr(module, f"bench_{args.suite}")
+        rows = run(tuple(args.models.split(","))) if args.suite == "quant" and args.models else run()
         (args.out / f"{args.suite}.json").write_text(json.dumps({"machine": machine(), args.suite: rows}, indent=2))
         print("\n" + module.markdown(rows))
         return 0

