@@ -88,8 +88,8 @@ def _weights_by_reference(model: ir.Model, options: ort.SessionOptions) -> tuple
     chosen = []
     for name, value in model.graph.initializers.items():
         tensor = value.const_value
-        if tensor is None:
-            continue
+        if tensor is None or not (value.uses() or value.is_graph_output()):
+            continue  # onnxruntime drops unused initializers before it would take their arrays
         external = isinstance(tensor, ir.ExternalTensor)
         if external and tensor.dtype not in _NUMPY_DTYPES:
             return None  # a file-backed weight that cannot go as an array: the whole model goes through a folder

@@ -53,6 +53,8 @@ class AutoQuant(Pass):
     eval_samples: int = 0
     """Samples that judge fidelity; 0: 8 for static, 16 for dynamic."""
     method: Literal["auto", "static", "dynamic"] = "auto"
+    cost_model: Literal["rule", "measured"] = "rule"
+    """Static path: qdq's cost model (which layers get integer kernels)."""
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         from onnxpress.irpasses.quant.dynamic import DynamicQuant
@@ -71,7 +73,7 @@ class AutoQuant(Pass):
         )
         chosen: Pass
         if method == "static":
-            chosen = QDQ(fidelity=self.fidelity or "cosine>=0.995", eval_samples=self.eval_samples or 8)
+            chosen = QDQ(fidelity=self.fidelity or "cosine>=0.995", eval_samples=self.eval_samples or 8, cost_model=self.cost_model)
         else:
             chosen = DynamicQuant(fidelity=self.fidelity or "cosine>=0.998", eval_samples=self.eval_samples or 16)
         result = chosen.run(model, ctx)

@@ -69,20 +69,25 @@ def collect_histograms(
     return stream_statistics(model, samples, accumulators, byte_budget, show_progress)
 
 
-class ElementCount:
-    """How many elements a tensor has (in the last sample given): layer costs need sizes, not values."""
+class ShapeOf:
+    """A tensor's shape (in the last sample given): layer costs need sizes, not values."""
 
     def __init__(self) -> None:
-        self.elements = 0
+        self.shape: tuple[int, ...] = ()
 
     def update(self, values: np.ndarray) -> None:
-        self.elements = int(np.asarray(values).size)
+        self.shape = tuple(np.shape(values))
+
+
+def tensor_shapes(model: ir.Model, sample: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the named tensors on one sample (one run of the model)."""
+    shapes = stream_statistics(model, [sample], {n: ShapeOf() for n in names}, show_progress=False)
+    return {name: s.shape for name, s in shapes.items()}
 
 
 def tensor_elements(model: ir.Model, sample: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, int]:
     """Element counts of the named tensors on one sample (one run of the model)."""
-    counts = stream_statistics(model, [sample], {n: ElementCount() for n in names}, show_progress=False)
-    return {name: c.elements for name, c in counts.items()}
+    return {name: int(np.prod(shape)) if shape else 0 for name, shape in tensor_shapes(model, sample, names).items()}
 
 
 Stats = TypeVar("Stats", bound=Accumulator)

@@ -19,6 +19,7 @@ from onnxpress.irpasses.core.analysis import Analysis
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import DataError, PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
+from onnxpress.irpasses.core.progress import progress
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant import calibrators
 from onnxpress.irpasses.quant.collect import collect_histograms
@@ -123,6 +124,9 @@ class QDQ(Pass):
     the Q/DQ costs more than the integer kernel saves. Measured on this project's CPU (AVX512-VNNI, 1 thread):
     PP-OCRv4 rec with all 47 layers int8 6.33 ms, with the 8 layers over 50M MACs 6.83 ms and far closer to
     float; PP-OCR cls 0.74 ms all int8 vs 0.41 ms with none (float 0.54). 0 and 0: every layer fully int8."""
+    cost_model: Literal["rule", "measured"] = "rule"
+    """rule: min_macs / min_intensity; measured: time each layer alone, float against int8, on this machine
+    (``layer_timing``; adds a few seconds; the answer holds for this CPU and onnxruntime build)."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
 
@@ -139,7 +143,7 @@ class QDQ(Pass):
         if not placement.sites:
             return self.result(model, False, sites=0, kept_float=len(placement.kept_float))
         samples = calibration_samples(ctx, model, self.allow_random, self.name)
-        self._small = self._small_layers(model, placement, samples, ctx.target)
+        self._small = self._small_layers(model, placement, samples, ctx.target, ctx.show_progress)
         placement = self._demote_small(placement)
         axes = {s.node.inputs[0].name: (1 if s.node.op_type == "Conv" else -1) for s in placement.sites}
         stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples, axes)
@@ -156,31 +160,56 @@ class QDQ(Pass):
             biases_corrected=self._last_counts["biases_corrected"], gptq_weights=len(self._rounded),
         )
 
-    def _small_layers(self, model: ir.Model, placement: Placement, samples: Any, target: str | None) -> dict[str, tuple[float, float]]:
-        """{node name: (multiply-adds, per element)} of the layers under ``min_macs`` or ``min_intensity`` on the
-        first calibration sample (onnxruntime targets only). Decided before calibrating: only the layers
-        that keep Q/DQ need activation histograms (PP-OCRv4 det: 8 % of the activation volume)."""
-        if not (self.min_macs or self.min_intensity) or target not in (None, "ort") or self.activations == "fp8":
+    def _small_layers(
+        self, model: ir.Model, placement: Placement, samples: Any, target: str | None, show_progress: bool | None = None
+    ) -> dict[str, str]:
+        """{node name: why} of the layers that keep float activations (onnxruntime targets only): by rule, those
+        under ``min_macs`` or ``min_intensity`` on the first calibration sample; measured, those whose int8 form
+        is not clearly faster alone (``layer_timing``). Decided before calibrating: only the layers that keep
+        Q/DQ need activation histograms (PP-OCRv4 det: 8 % of the activation volume)."""
+        if target not in (None, "ort") or self.activations == "fp8":
             return {}
-        from onnxpress.irpasses.quant.collect import tensor_elements
+        if self.cost_model == "rule" and not (self.min_macs or self.min_intensity):
+            return {}
+        from onnxpress.irpasses.quant.collect import tensor_shapes
 
         inputs = list(dict.fromkeys(s.node.inputs[0].name for s in placement.sites))
-        elements = tensor_elements(model, next(iter(samples)), inputs)
+        shapes = tensor_shapes(model, next(iter(samples)), inputs)
+        if self.cost_model == "measured":
+            return self._measured_small(placement, shapes, show_progress)
         small = {}
         for site in placement.sites:
-            cost = layer_cost(site.node, elements.get(site.node.inputs[0].name, 0))
+            shape = shapes.get(site.node.inputs[0].name, ())
+            cost = layer_cost(site.node, int(np.prod(shape)) if shape else 0)
             if cost is not None and (cost[0] < self.min_macs or cost[1] < self.min_intensity):
-                small[site.node.name] = cost
+                small[site.node.name] = f"small ({cost[0] / 1e6:.1f}M MACs, {cost[1]:.0f} per element): float activations, int8 weights folded at load"
+        return small
+
+    def _measured_small(self, placement: Placement, shapes: dict[str, tuple[int, ...]], show_progress: bool | None) -> dict[str, str]:
+        from onnxpress.irpasses.quant.layer_timing import QUANTIZED_FASTER, time_layer
+
+        timings: dict[tuple, tuple[float, float]] = {}
+        small = {}
+        with progress("timing layers", len(placement.sites), show_progress) as bar:
+            for site in placement.sites:
+                node, shape = site.node, shapes.get(site.node.inputs[0].name, ())
+                weight = node.inputs[1].const_value
+                key = (node.op_type, repr(sorted((k, a.value) for k, a in node.attributes.items())), tuple(weight.shape), shape, len(node.inputs))
+                if shape and key not in timings:
+                    timings[key] = time_layer(node, shape, site.weight_axis)
+                bar.advance()
+                if key in timings:
+                    float_ms, int8_ms = timings[key]
+                    if int8_ms > float_ms * QUANTIZED_FASTER:
+                        small[node.name] = f"int8 not faster here (alone: float {float_ms:.3f} ms, int8 {int8_ms:.3f} ms): float activations, int8 weights folded at load"
         return small
 
     def _demote_small(self, placement: Placement) -> Placement:
         for site in placement.sites:
-            cost = self._small.get(site.node.name)
-            if cost is not None:
+            reason = self._small.get(site.node.name)
+            if reason is not None:
                 site.weights_only = site.demoted = True
-                placement.kept_float[site.node.name] = (
-                    f"small ({cost[0] / 1e6:.1f}M MACs, {cost[1]:.0f} per element): float activations, int8 weights folded at load"
-                )
+                placement.kept_float[site.node.name] = reason
         return placement
 
     def _gptq_weights(self, model: ir.Model, ctx: PassContext, placement: Placement, samples: Any) -> dict[str, tuple[np.ndarray, QParams]]:

@@ -319,3 +319,28 @@ def test_auto_quant_picks_static_for_convolutions_and_dynamic_for_matmuls(proto:
         assert any(v.const_value.dtype == ir.DataType.INT8 for v in model.graph.initializers.values())
         if target == "tensorrt":
             assert "QuantizeLinear" in ops  # no cost model for TensorRT: activations quantized too
+
+
+def test_measured_cost_model_times_each_layer_float_against_fused_int8(tmp_path) -> None:
+    """cost_model=measured: each layer alone, float vs its int8 form, which onnxruntime must fuse into an
+    integer kernel (or the timing would compare two float runs)."""
+    import onnxruntime as ort
+    from onnxpress.irpasses.quant.layer_timing import _one_layer, time_layer
+
+    model = onnxpress.load(conv_net())
+    conv = next(n for n in model.graph if n.op_type == "Conv")
+    int8 = _one_layer(conv, (1, 3, 16, 16), True, 0)
+    onnxpress.save(int8, tmp_path / "layer.onnx", max_ir_version=10)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    ort.InferenceSession(str(tmp_path / "layer.onnx"), options, providers=["CPUExecutionProvider"])
+    assert "QLinearConv" in {n.op_type for n in onnx.load(tmp_path / "fused.onnx").graph.node}
+    float_ms, int8_ms = time_layer(conv, (1, 3, 16, 16), 0, budget_s=0.0, rounds=3)
+    assert float_ms > 0 and int8_ms > 0
+    out, report = onnxpress.optimize(onnxpress.load(conv_net()), "qdq{cost_model=measured}", samples=images(4), verify="off")
+    reasons = report.to_dict()["quantization"]["kept_float"]
+    assert "head" in reasons  # fragile, whatever the timing
+    assert all("int8 not faster here" in why for name, why in reasons.items() if name != "head")
+    float_model = onnxpress.load(conv_net())
+    for x in images(2)["x"]:
+        assert cosine(run(float_model, x=x)[0], run(out, x=x)[0]) > 0.999
