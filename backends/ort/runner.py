@@ -98,6 +98,9 @@ def _weights_by_reference(model: ir.Model, options: ort.SessionOptions) -> tuple
     if not chosen:
         return None
     clone = snapshot(model)
+    for name, value in list(clone.graph.initializers.items()):
+        if not (value.uses() or value.is_graph_output() or value.is_graph_input()):
+            clone.graph.initializers.pop(name)  # onnxruntime would drop it anyway; it need not be serialized
     arrays: list[ort.OrtValue] = []
     for number, name in enumerate(chosen):
         value = clone.graph.initializers[name]

@@ -65,3 +65,31 @@ def test_custom_ops_are_registered_through_onnxruntime_extensions() -> None:
 def test_unknown_backend_is_one_clear_error() -> None:
     with pytest.raises(BackendUnavailableError, match="no backend named 'tpu9000' is installed \\(installed: .*ort.*\\)"):
         get_backend("tpu9000")
+
+
+def test_internal_sessions_take_large_weights_as_arrays(tmp_path: Path) -> None:
+    """make_session hands weights of 64 KiB or more to onnxruntime as arrays behind placeholders (no protobuf
+    copies); file-backed weights too, and an unused large initializer must not break the session."""
+    import onnx
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxpress.backends.ort import runner
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((128, 256)).astype(np.float32)  # 128 KiB
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 128])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 256])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w.copy(), "unused")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 128)).astype(np.float32)
+    options = runner.ort.SessionOptions()
+    model = ir.serde.deserialize_model(proto)
+    source, arrays = runner._weights_by_reference(model, options)
+    assert len(source) < 1024 and len(arrays) == 1  # the weight is not in the protobuf; the unused one is skipped
+    np.testing.assert_allclose(runner.run_session(runner.make_session(model), {"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)
+    onnx.save(proto, tmp_path / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    external = ir.load(tmp_path / "m.onnx")
+    assert isinstance(external.graph.initializers["w"].const_value, ir.ExternalTensor)
+    np.testing.assert_allclose(runner.run_session(runner.make_session(external), {"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)
