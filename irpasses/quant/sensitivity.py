@@ -137,7 +137,9 @@ def search(
     to a clone of ``model`` (names not given stay float). With ``sizes`` (parameters per layer), the layers
     taken out are then tried back at full one at a time, largest first, and kept there while the target
     holds: the ranking is by sensitivity alone, so bisection can take out big layers it did not need to.
-    Layers in ``reduced_only`` have no full level (``quantize`` applies reduced for full): scored once."""
+    Layers in ``reduced_only`` have no full level (``quantize`` applies reduced for full): they are
+    group-tested (``LayerScore.alone``) and ranked after the layers scored alone. Trials run the way the
+    target runtime will (``evaluation_level``)."""
     optimization = evaluation_level(ctx.target)
     reference = _run(model, samples, optimization)
     order = {name: i for i, (name, _) in enumerate(layers)}
