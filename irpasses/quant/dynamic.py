@@ -189,7 +189,9 @@ class DynamicQuant(Pass):
             levels = self._search(model, ctx)
         saved, matmuls, tables = self._quantize(model, levels)
         if not (matmuls or tables):
-            return self.result(model, False)
+            from onnxpress.irpasses.quant.placement import warn_if_nested
+
+            return self.result(model, False, nested_layers=warn_if_nested(model, ctx, self.name, frozenset({"MatMul", "Gather"})))
         return self.result(model, True, matmuls_quantized=matmuls, embeddings_quantized=tables, bytes_saved=int(saved))
 
     def _search(self, model: ir.Model, ctx: PassContext) -> dict[str, str]:

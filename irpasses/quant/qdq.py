@@ -25,7 +25,7 @@ from onnxpress.irpasses.quant import calibrators
 from onnxpress.irpasses.quant.collect import collect_histograms
 from onnxpress.irpasses.quant.data import calibration_samples
 from onnxpress.irpasses.quant.histogram import TensorHistogram
-from onnxpress.irpasses.quant.placement import Placement, Site, place, saturation_window
+from onnxpress.irpasses.quant.placement import Placement, Site, place, saturation_window, warn_if_nested
 from onnxpress.irpasses.quant.qparams import (
     QParams,
     activation_qparams,
@@ -141,7 +141,8 @@ class QDQ(Pass):
             raise PassOptionError(f"fp8 Q/DQ needs opset >= 19; the model is at opset {opset}", hint="run convert-opset{min=19} first")
         placement = self.placement_override or place(model, ctx.target, self.exclude, self.keep_fragile)
         if not placement.sites:
-            return self.result(model, False, sites=0, kept_float=len(placement.kept_float))
+            nested = warn_if_nested(model, ctx, self.name)
+            return self.result(model, False, sites=0, kept_float=len(placement.kept_float), nested_layers=nested)
         samples = calibration_samples(ctx, model, self.allow_random, self.name)
         self._small = self._small_layers(model, placement, samples, ctx.target, ctx.show_progress)
         placement = self._demote_small(placement)

@@ -210,6 +210,10 @@ class WeightOnly(Pass):
                 bar.advance()
         if matmuls or gathers:
             common_passes.RemoveUnusedNodesPass()(model)
+        else:
+            from onnxpress.irpasses.quant.placement import warn_if_nested
+
+            warn_if_nested(model, ctx, self.name, frozenset({"MatMul", "Gather"}))
         return self.result(
             model, bool(matmuls or gathers), method=method, format=form, matmuls_quantized=len(matmuls),
             tables_quantized=len(gathers) - len(skipped), tables_skipped=skipped, bytes_saved=int(saved),

@@ -344,3 +344,26 @@ def test_measured_cost_model_times_each_layer_float_against_fused_int8(tmp_path)
     float_model = onnxpress.load(conv_net())
     for x in images(2)["x"]:
         assert cosine(run(float_model, x=x)[0], run(out, x=x)[0]) > 0.999
+
+
+def test_layers_inside_if_bodies_are_named_not_silently_skipped(caplog) -> None:
+    """silero-vad keeps its whole network in an If: the passes do not enter bodies, and say so."""
+    import logging
+
+    w = numpy_helper.from_array(RNG.standard_normal((64, 64)).astype(np.float32), "w")
+    then_branch = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    else_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch)], "nested",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    samples = {"x": RNG.standard_normal((2, 2, 64)).astype(np.float32), "c": np.array([True, False])}
+    for pipeline in ("qdq", "dynamic-quant"):
+        with caplog.at_level(logging.WARNING, logger="onnxpress"):
+            out, report = onnxpress.optimize(proto, pipeline, samples=samples, verify="off")
+        assert "1 Conv/Gemm/MatMul" in caplog.text or "1 Gather/MatMul" in caplog.text, pipeline
+        assert "If/Loop/Scan" in caplog.text
+        assert op_types(onnxpress.load(out)) == ["If"]
+        caplog.clear()
