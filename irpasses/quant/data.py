@@ -45,3 +45,40 @@ class _Validated:
 
     def __len__(self) -> int:
         return len(self.source)  # type: ignore[arg-type]
+
+
+class _FirstOf:
+    """Re-iterable view of the first ``count`` samples of a re-iterable source."""
+
+    def __init__(self, source: Any, count: int) -> None:
+        self.source, self.count = source, count
+
+    def __iter__(self):
+        import itertools
+
+        return itertools.islice(iter(self.source), self.count)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def fit_and_judge(samples: Any, judge: int) -> tuple[Any, list[dict], bool]:
+    """(samples to fit statistics on, samples to judge fidelity on, whether the two are disjoint). Disjoint
+    when there are at least twice ``judge`` samples: the last ``judge`` judge, the rest fit. A search judged on
+    the samples GPTQ was fitted to believed its result: on MiniLM 4-bit, cosine 0.998 on those sentences,
+    0.990 on held-out ones."""
+    try:
+        total = len(samples)
+    except TypeError:
+        total = None
+    if total is not None and total >= 2 * judge:
+        import itertools
+
+        judged = [dict(s) for s in itertools.islice(iter(samples), total - judge, total)]
+        return _FirstOf(samples, total - judge), judged, True
+    judged = []
+    for sample in samples:
+        judged.append(dict(sample))
+        if len(judged) >= judge:
+            break
+    return samples, judged, False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -25,6 +25,7 @@ from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant.gptq import Prepared, gptq_quantize, prepare
 from onnxpress.irpasses.quant.qparams import add_constant, replace_node
+from onnxpress.irpasses.quant.sensitivity import FLOAT, FULL, REDUCED
 
 
 @dataclasses.dataclass
@@ -172,6 +173,12 @@ class WeightOnly(Pass):
     auto: nbits for --target ort, qdq otherwise."""
     embeddings: bool = True
     """Also quantize Gather tables (rows gathered by index, blocks along each row)."""
+    fidelity: str = ""
+    """A target such as 'cosine>=0.995': the most sensitive layers go to 8 bits, then float, until it holds."""
+    eval_samples: int = 8
+    """How many calibration samples judge fidelity in the search."""
+    metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
+    """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
     accuracy_level: int = 0
     """MatMulNBits' compute type: 0 dequantizes to float (exact); 4 also quantizes activations to int8 per block
     (on MiniLM 8-bit: 3.4x faster, cosine 0.99973 instead of 0.99994). The qdq form leaves it to onnxruntime."""
@@ -183,41 +190,108 @@ class WeightOnly(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         form = self.format if self.format != "auto" else ("nbits" if ctx.target == "ort" else "qdq")
         self._check_format(model, ctx, form)
-        matmuls = [n for n in model.graph if self._weight(n, "MatMul", 1) is not None]
-        gathers = [n for n in model.graph if self.embeddings and self._weight(n, "Gather", 0) is not None]
+        matmuls, gathers = self._layers(model)
         method = self.method if self.method != "auto" else ("gptq" if ctx.samples is not None else "rtn")
-        grams = self._gram_matrices(model, ctx, matmuls) if method == "gptq" and matmuls else {}
-        readers = Counter(n.inputs[0].name for n in matmuls)
-        plans: dict[str, Prepared] = {}
-        emit = _NBitsEmitter(model, self) if form == "nbits" else _QDQEmitter(model, self)
-        saved = 0
-        with ctx.progress("weight-only", len(matmuls) + len(gathers)) as bar:
-            for node in matmuls:
-                source = node.inputs[0].name
-                if source in grams and source not in plans:  # factored when first needed, dropped after its last reader
-                    plans[source] = self._prepare(grams.pop(source))
-                saved += emit.matmul(node, plans.get(source))
-                readers[source] -= 1
-                if not readers[source]:
-                    plans.pop(source, None)
-                bar.advance()
-            skipped = []
-            for node in gathers:
-                done = emit.gather(node)
-                saved += done
-                if not done:
-                    skipped.append(node.name)
-                bar.advance()
+        searching = (bool(self.fidelity) or self.metric is not None) and bool(matmuls or gathers)
+        widths = sorted({self.bits, 8}) if searching else [self.bits]
+        fit: Any = None
+        judged: list[dict] = []
+        if method == "gptq" or searching:
+            from onnxpress.irpasses.quant.data import calibration_samples, fit_and_judge
+
+            samples = calibration_samples(ctx, model, False, self.name)
+            fit, judged, disjoint = fit_and_judge(samples, self.eval_samples) if searching else (samples, [], True)
+            if not disjoint:
+                ctx.logger.warning(
+                    "weight-only: fewer than %d calibration samples, so the fidelity search judges on samples GPTQ "
+                    "was fitted to (optimistic)", 2 * self.eval_samples,
+                )
+        self._codes = self._quantize_all(model, ctx, matmuls, gathers, method, widths, fit)
+        levels = self._search(model, ctx, form, matmuls + gathers, judged) if searching else None
+        saved, skipped = self._emit(model, form, levels)
         if matmuls or gathers:
             common_passes.RemoveUnusedNodesPass()(model)
         else:
             from onnxpress.irpasses.quant.placement import warn_if_nested
 
             warn_if_nested(model, ctx, self.name, frozenset({"MatMul", "Gather"}))
+        kept = Counter(levels.values()) if levels else Counter()
         return self.result(
             model, bool(matmuls or gathers), method=method, format=form, matmuls_quantized=len(matmuls),
             tables_quantized=len(gathers) - len(skipped), tables_skipped=skipped, bytes_saved=int(saved),
+            at_8_bits=kept.get(REDUCED, 0) if self.bits != 8 else 0, kept_float=kept.get(FLOAT, 0),
         )
+
+    def _layers(self, model: ir.Model) -> tuple[list[ir.Node], list[ir.Node]]:
+        matmuls = [n for n in model.graph if self._weight(n, "MatMul", 1) is not None]
+        gathers = [n for n in model.graph if self.embeddings and self._weight(n, "Gather", 0) is not None]
+        return matmuls, gathers
+
+    def _quantize_all(
+        self, model: ir.Model, ctx: PassContext, matmuls: list[ir.Node], gathers: list[ir.Node], method: str, widths: list[int],
+        samples: Any,
+    ) -> dict[tuple[int, int], BlockQuantized]:
+        """Codes of every weight at every bit width needed, by (id of the float tensor, bits): computed once,
+        so the fidelity search's trials (clones sharing the tensors) only emit nodes."""
+        grams = self._gram_matrices(model, ctx, matmuls, samples) if method == "gptq" and matmuls else {}
+        readers = Counter(n.inputs[0].name for n in matmuls)
+        plans: dict[str, Prepared] = {}
+        codes: dict[tuple[int, int], BlockQuantized] = {}
+        with ctx.progress("weight-only", len(matmuls) + len(gathers)) as bar:
+            for node in matmuls:
+                source, tensor = node.inputs[0].name, node.inputs[1].const_value
+                if source in grams and source not in plans:  # factored when first needed, dropped after its last reader
+                    plans[source] = self._prepare(grams.pop(source))
+                weight = tensor.numpy().astype(np.float32)
+                for bits in widths:
+                    codes[(id(tensor), bits)] = quantize_blocks(weight, bits, self.block, self.symmetric, self.search, plans.get(source))
+                readers[source] -= 1
+                if not readers[source]:
+                    plans.pop(source, None)
+                bar.advance()
+            for node in gathers:
+                tensor = node.inputs[0].const_value
+                if tensor.shape[1] % self.block == 0:  # tables need whole blocks along each row
+                    table = tensor.numpy().T.astype(np.float32)
+                    for bits in widths:
+                        codes[(id(tensor), bits)] = quantize_blocks(table, bits, self.block, self.symmetric, self.search)
+                bar.advance()
+        self._pinned = [n.inputs[1].const_value for n in matmuls] + [n.inputs[0].const_value for n in gathers]  # ids stay valid
+        return codes
+
+    def _emit(self, model: ir.Model, form: str, levels: dict[str, str] | None) -> tuple[int, list[str]]:
+        """Replace every quantized layer of ``model`` (the pass's model or a search trial's clone) at its level:
+        full = ``bits``, reduced = 8 bits, float = untouched (absent from ``levels``: float)."""
+        matmuls, gathers = self._layers(model)
+        emitters = {bits: (_NBitsEmitter if form == "nbits" else _QDQEmitter)(model, self, bits) for bits in {self.bits, 8}}
+        saved, skipped = 0, []
+        for node, index in [(n, 1) for n in matmuls] + [(n, 0) for n in gathers]:
+            level = FULL if levels is None else levels.get(node.name, FLOAT)
+            if level == FLOAT:
+                continue
+            bits = self.bits if level == FULL else 8
+            tensor = node.inputs[index].const_value
+            q = self._codes.get((id(tensor), bits))
+            if q is None:
+                skipped.append(node.name)
+                continue
+            emit = emitters[bits]
+            saved += emit.matmul(node, q) if index == 1 else emit.gather(node, q)
+        return saved, skipped
+
+    def _search(self, model: ir.Model, ctx: PassContext, form: str, layers: list[ir.Node], samples: list[dict]) -> dict[str, str]:
+        """Mixed precision: the most sensitive layers go to 8 bits (or float) until the fidelity target holds,
+        judged on ``samples`` (held out from GPTQ's statistics when there are enough)."""
+        from onnxpress.irpasses.quant import sensitivity
+
+        metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
+        sizes = {n.name: n.inputs[1 if n.op_type == "MatMul" else 0].const_value.size for n in layers}
+        result = sensitivity.search(
+            model, ctx, [(n.name, n.op_type) for n in layers], lambda clone, levels: self._emit(clone, form, dict(levels)) and None,
+            samples, metric, threshold, reduced=self.bits != 8, sizes=sizes,
+        )
+        sensitivity.record(ctx, result, text)
+        return result.levels
 
     def _weight(self, node: ir.Node, op: str, index: int) -> ir.Tensor | None:
         """The constant 2-D float weight at input ``index`` of a default-domain ``op`` node, if large enough."""
@@ -245,15 +319,13 @@ class WeightOnly(Pass):
                 hint="put convert-opset{min=21} before it, or add --target ort for com.microsoft.MatMulNBits",
             )
 
-    def _gram_matrices(self, model: ir.Model, ctx: PassContext, matmuls: list[ir.Node]) -> dict[str, np.ndarray]:
-        """E[x xᵀ] of every quantized MatMul's input over the calibration data (once per distinct input: q, k
-        and v projections share theirs)."""
+    def _gram_matrices(self, model: ir.Model, ctx: PassContext, matmuls: list[ir.Node], samples: Any) -> dict[str, np.ndarray]:
+        """E[x xᵀ] of every quantized MatMul's input over ``samples`` (once per distinct input: q, k and v
+        projections share theirs)."""
         from onnxpress.irpasses.quant.collect import stream_statistics
-        from onnxpress.irpasses.quant.data import calibration_samples
         from onnxpress.irpasses.quant.gptq import GramMatrix
 
         names = {n.inputs[0].name: None for n in matmuls if n.inputs[0] is not None and n.inputs[0].name}
-        samples = calibration_samples(ctx, model, False, self.name)
         grams = stream_statistics(
             model, samples, {name: GramMatrix() for name in names}, show_progress=ctx.show_progress, description="gptq statistics"
         )
@@ -270,39 +342,36 @@ class WeightOnly(Pass):
 class _NBitsEmitter:
     """onnxruntime's contrib ops: MatMulNBits for MatMuls, GatherBlockQuantized for embedding tables."""
 
-    def __init__(self, model: ir.Model, options: WeightOnly) -> None:
-        self.model, self.o = model, options
+    def __init__(self, model: ir.Model, options: WeightOnly, bits: int) -> None:
+        self.model, self.o, self.bits = model, options, bits
         model.opset_imports.setdefault("com.microsoft", 1)
 
-    def matmul(self, node: ir.Node, gptq: Prepared | None) -> int:
-        o, weight_value = self.o, node.inputs[1]
-        weight = weight_value.const_value.numpy()
+    def matmul(self, node: ir.Node, q: BlockQuantized) -> int:
+        o, bits, weight_value = self.o, self.bits, node.inputs[1]
+        weight = weight_value.const_value
         k, n = weight.shape
-        q = quantize_blocks(weight.astype(np.float32), o.bits, o.block, o.symmetric, o.search, gptq)
+        dtype = weight.dtype.numpy()
         base = weight_value.name or node.name
-        inputs = [node.inputs[0], self._constant(f"{base}_q{o.bits}", q.packed), self._constant(f"{base}_scales", q.scales.astype(weight.dtype))]
+        inputs = [node.inputs[0], self._constant(f"{base}_q{bits}", q.packed), self._constant(f"{base}_scales", q.scales.astype(dtype))]
         if q.zero_points is not None:
             inputs.append(self._constant(f"{base}_zero_points", q.zero_points))
-        attributes = {"K": k, "N": n, "bits": o.bits, "block_size": o.block, "accuracy_level": o.accuracy_level}
+        attributes = {"K": k, "N": n, "bits": bits, "block_size": o.block, "accuracy_level": o.accuracy_level}
         replace_node(self.model.graph, node, [ir.node("MatMulNBits", inputs, domain="com.microsoft", name=f"{node.name or base}_nbits", attributes=attributes)])
         return weight.nbytes - q.packed.nbytes - q.scales.nbytes
 
-    def gather(self, node: ir.Node) -> int:
-        o, table_value = self.o, node.inputs[0]
-        table = table_value.const_value.numpy()
+    def gather(self, node: ir.Node, q: BlockQuantized) -> int:
+        o, bits, table_value = self.o, self.bits, node.inputs[0]
+        table = table_value.const_value
         rows, cols = table.shape
-        if cols % o.block:
-            return 0  # GatherBlockQuantized needs whole blocks along each row
-        q = quantize_blocks(table.T.astype(np.float32), o.bits, o.block, o.symmetric, o.search)
         base = table_value.name or node.name
         blocks = cols // o.block
         inputs = [
-            self._constant(f"{base}_q{o.bits}", q.packed.reshape(rows, -1)), node.inputs[1],
-            self._constant(f"{base}_scales", q.scales.reshape(rows, blocks).astype(table.dtype)),
+            self._constant(f"{base}_q{bits}", q.packed.reshape(rows, -1)), node.inputs[1],
+            self._constant(f"{base}_scales", q.scales.reshape(rows, blocks).astype(table.dtype.numpy())),
         ]
         if q.zero_points is not None:
             inputs.append(self._constant(f"{base}_zero_points", q.zero_points.reshape(rows, -1)))
-        attributes = {"gather_axis": 0, "quantize_axis": 1, "block_size": o.block, "bits": o.bits}
+        attributes = {"gather_axis": 0, "quantize_axis": 1, "block_size": o.block, "bits": bits}
         replace_node(self.model.graph, node, [ir.node("GatherBlockQuantized", inputs, domain="com.microsoft", name=f"{node.name or base}_q", attributes=attributes)])
         return table.nbytes - q.packed.nbytes - q.scales.nbytes
 
@@ -313,35 +382,31 @@ class _NBitsEmitter:
 class _QDQEmitter(_NBitsEmitter):
     """Standard ONNX: int4/int8 weight -> DequantizeLinear(axis, block_size) -> MatMul / Gather (opset 21)."""
 
-    def __init__(self, model: ir.Model, options: WeightOnly) -> None:
-        self.model, self.o = model, options
+    def __init__(self, model: ir.Model, options: WeightOnly, bits: int) -> None:
+        self.model, self.o, self.bits = model, options, bits
 
-    def matmul(self, node: ir.Node, gptq: Prepared | None) -> int:
+    def matmul(self, node: ir.Node, q: BlockQuantized) -> int:
         o, weight_value = self.o, node.inputs[1]
-        weight = weight_value.const_value.numpy()
+        weight = weight_value.const_value
         k = weight.shape[0]
-        q = quantize_blocks(weight.astype(np.float32), o.bits, o.block, o.symmetric, o.search, gptq)
-        codes, scales, zeros = q.codes(o.bits, o.block)  # [N, blocks * block], [N, blocks]
-        dq = self._dequantize(weight_value.name or node.name, codes[:, :k].T, scales.T, None if zeros is None else zeros.T, 0, weight.dtype)
+        codes, scales, zeros = q.codes(self.bits, o.block)  # [N, blocks * block], [N, blocks]
+        dq = self._dequantize(weight_value.name or node.name, codes[:, :k].T, scales.T, None if zeros is None else zeros.T, 0, weight.dtype.numpy())
         node.replace_input_with(1, dq)
         return weight.nbytes - q.packed.nbytes - q.scales.nbytes
 
-    def gather(self, node: ir.Node) -> int:
+    def gather(self, node: ir.Node, q: BlockQuantized) -> int:
         o, table_value = self.o, node.inputs[0]
-        table = table_value.const_value.numpy()
+        table = table_value.const_value
         cols = table.shape[1]
-        if cols % o.block:
-            return 0
-        q = quantize_blocks(table.T.astype(np.float32), o.bits, o.block, o.symmetric, o.search)
-        codes, scales, zeros = q.codes(o.bits, o.block)  # rows are the table's rows
+        codes, scales, zeros = q.codes(self.bits, o.block)  # rows are the table's rows
         # Gather the rows first, then dequantize only them: a DequantizeLinear of the whole table is not folded
         # by onnxruntime and ran every call (3x slower than float on MiniLM). Gather takes no int4 at opset 21,
         # so the codes are stored one per byte (int8/uint8 holding 4-bit values; the size win is halved).
         base = table_value.name or node.name
         signed = zeros is None
-        stored = (codes[:, :cols].astype(np.int16) - 2 ** (o.bits - 1)).astype(np.int8) if signed else codes[:, :cols].astype(np.uint8)
+        stored = (codes[:, :cols].astype(np.int16) - 2 ** (self.bits - 1)).astype(np.int8) if signed else codes[:, :cols].astype(np.uint8)
         ids = node.inputs[1]
-        parts = [(f"{base}_q{o.bits}", stored), (f"{base}_scales", scales.astype(table.dtype))]
+        parts = [(f"{base}_q{self.bits}", stored), (f"{base}_scales", scales.astype(table.dtype.numpy()))]
         if not signed:
             parts.append((f"{base}_zero_points", zeros.astype(np.uint8)))
         gathers = [ir.node("Gather", [self._constant(name, array), ids], attributes={"axis": 0}, name=f"{name}_gather") for name, array in parts]
@@ -354,15 +419,15 @@ class _QDQEmitter(_NBitsEmitter):
     def _dequantize(self, base: str, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, axis: int, dtype: np.dtype) -> ir.Value:
         import ml_dtypes
 
-        o = self.o
-        half = 2 ** (o.bits - 1)
+        o, bits = self.o, self.bits
+        half = 2 ** (bits - 1)
         if zeros is None:  # symmetric: signed codes, zero point 0
-            store = {4: ml_dtypes.int4, 8: np.int8}[o.bits]
+            store = {4: ml_dtypes.int4, 8: np.int8}[bits]
             values = (codes.astype(np.int16) - half).astype(store)
         else:
-            store = {4: ml_dtypes.uint4, 8: np.uint8}[o.bits]
+            store = {4: ml_dtypes.uint4, 8: np.uint8}[bits]
             values = codes.astype(store)
-        inputs = [self._constant(f"{base}_q{o.bits}", values), self._constant(f"{base}_scales", scales.astype(dtype))]
+        inputs = [self._constant(f"{base}_q{bits}", values), self._constant(f"{base}_scales", scales.astype(dtype))]
         if zeros is not None:
             inputs.append(self._constant(f"{base}_zero_points", zeros.astype(store)))
         dq = ir.node("DequantizeLinear", inputs, name=f"{base}_dequantize", attributes={"axis": axis, "block_size": o.block})

@@ -146,6 +146,7 @@ CASES = {
     "onnxpress w4 RTN MatMul-only": _onnxpress("convert-opset{min=21},optimize,weight-only{bits=4,block=32,embeddings=false,method=rtn}", target="ort"),
     "onnxpress w4 (QDQ, opset 21)": _onnxpress("w4"),
     "onnxpress w8": _onnxpress("w8", target="ort"),
+    "onnxpress w4/w8 mixed": _onnxpress('convert-opset{min=21},optimize,weight-only{bits=4,block=32,accuracy_level=4,fidelity="cosine>=0.998"}', target="ort"),
     "ORT static MinMax": _ort_static("minmax"),
     "ORT static Entropy": _ort_static("entropy"),
     "ORT dynamic": ort_dynamic,
