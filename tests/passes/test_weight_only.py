@@ -123,18 +123,21 @@ def test_minilm_4bit_keeps_embeddings_close() -> None:
 
 
 def test_fidelity_search_keeps_the_sensitive_layer_at_8_bits() -> None:
-    """Mixed precision: two MatMuls, one of them feeding the output through a heavy-tailed weight; with a tight
-    target the search gives that one 8 bits and leaves the other at 4 (judged on held-out samples)."""
+    """Mixed precision: of two MatMuls, the one whose 4-bit blocks are wasted on outlier rows gets 8 bits, the
+    other stays at 4 (judged on calibration samples held out from GPTQ)."""
     from onnxpress.irpasses.core import PassContext, PassManager, build_passes
 
-    smooth = (0.1 * RNG.standard_normal((64, 64))).astype(np.float32)
-    spiky = (0.1 * RNG.standard_cauchy((64, 64))).clip(-5, 5).astype(np.float32)
+    rng = np.random.default_rng(7)
+    smooth = (0.1 * rng.standard_normal((64, 64))).astype(np.float32)
+    spiky = (0.1 * rng.standard_normal((64, 64))).astype(np.float32)
+    spiky[::32] *= 40.0  # one outlier row per block of 32: at 4 bits the rest of each block rounds to zero ...
+    smooth[:, ::32] *= 0.01  # ... while the inputs it multiplies are nearly silent, so the output feels it
     nodes = [helper.make_node("MatMul", ["x", "w0"], ["h"], name="smooth"), helper.make_node("MatMul", ["h", "w1"], ["y"], name="spiky")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])],
                               [numpy_helper.from_array(smooth, "w0"), numpy_helper.from_array(spiky, "w1")])
     model = onnxpress.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    samples = {"x": RNG.standard_normal((16, 4, 64)).astype(np.float32)}
+    samples = {"x": rng.standard_normal((16, 4, 64)).astype(np.float32)}
     plain = onnxpress.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     PassManager(build_passes("weight-only{min_elements=1024}"), ctx=PassContext(samples=samples, target="ort")).run(plain)
     ctx = PassContext(samples=samples, target="ort")
