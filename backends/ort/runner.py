@@ -18,7 +18,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxpress.irpasses.core.errors import BackendUnavailableError
-from onnxpress.irpasses.core.snapshot import snapshot
+from onnxpress.irpasses.core.snapshot import with_placeholders
 
 _BYTES_LIMIT = 1_500_000_000
 
@@ -97,20 +97,11 @@ def _weights_by_reference(model: ir.Model, options: ort.SessionOptions) -> tuple
             chosen.append(name)
     if not chosen:
         return None
-    clone = snapshot(model)
+    arrays = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(model.graph.initializers[n].const_value.numpy())) for n in chosen]
+    clone = with_placeholders(model, chosen)
     for name, value in list(clone.graph.initializers.items()):
         if not (value.uses() or value.is_graph_output() or value.is_graph_input()):
             clone.graph.initializers.pop(name)  # onnxruntime would drop it anyway; it need not be serialized
-    arrays: list[ort.OrtValue] = []
-    for number, name in enumerate(chosen):
-        value = clone.graph.initializers[name]
-        tensor = value.const_value
-        array = np.ascontiguousarray(tensor.numpy())
-        arrays.append(ort.OrtValue.ortvalue_from_numpy(array))
-        value.const_value = ir.ExternalTensor(
-            location=f"onnxpress-in-memory/{number}", offset=0, length=array.nbytes, dtype=tensor.dtype,
-            shape=tensor.shape, name=name, base_dir=tempfile.gettempdir(),
-        )
     clone.ir_version = min(clone.ir_version, max_ir_version())
     options.add_external_initializers(chosen, arrays)
     return ir.to_proto(clone).SerializeToString(), arrays

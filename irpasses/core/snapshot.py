@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterable
+
 import onnx_ir as ir
 from onnx_ir import external_data
 
@@ -17,3 +20,18 @@ def snapshot(model: ir.Model) -> ir.Model:
                 external_data.set_base_dir(copy.graph, value.const_value.base_dir)
                 break
         return copy
+
+
+def with_placeholders(model: ir.Model, names: Iterable[str]) -> ir.Model:
+    """A cheap copy whose named initializers are external-data placeholders (a location, nothing read or
+    copied), so its protobuf is the graph without those weights: for onnx.checker, and for onnxruntime when
+    the arrays are handed over separately."""
+    clone = snapshot(model)
+    for number, name in enumerate(names):
+        value = clone.graph.initializers[name]
+        tensor = value.const_value
+        value.const_value = ir.ExternalTensor(
+            location=f"onnxpress-placeholder/{number}", offset=0, length=tensor.nbytes, dtype=tensor.dtype,
+            shape=tensor.shape, name=name, base_dir=tempfile.gettempdir(),
+        )
+    return clone

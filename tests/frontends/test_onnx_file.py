@@ -164,3 +164,35 @@ def test_outputs_get_normal_permissions(mlp_file: Path, tmp_path: Path) -> None:
         assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
     finally:
         os.umask(mask)
+
+
+def test_inline_save_streams_large_weights_and_reads_back_exactly(tmp_path) -> None:
+    """Large weights go out one at a time as graph fragments after the rest of the model (protobuf merges
+    them on parse); int4 weights (packed by onnx-ir's serializer) and small ones round-trip too."""
+    import ml_dtypes
+    import numpy as np
+    import onnx
+    import onnx_ir as ir
+    import onnxpress
+
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((256, 128)).astype(np.float32)  # 128 KiB
+    codes = rng.integers(-8, 8, size=(256, 512)).astype(ml_dtypes.int4)  # 64 KiB packed, not raw-writable
+    graph = ir.Graph(
+        [x := ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2, 256]))], [], nodes=[],
+        initializers=[ir.Value(name=n, const_value=ir.tensor(a, name=n)) for n, a in (("big", big), ("codes", codes), ("small", np.arange(4, dtype=np.int64)))],
+        opset_imports={"": 21}, name="g",
+    )
+    mm = ir.node("MatMul", [x, graph.initializers["big"]])
+    mm.outputs[0].name, mm.outputs[0].type, mm.outputs[0].shape = "y", ir.TensorType(ir.DataType.FLOAT), ir.Shape([2, 128])
+    graph.append(mm)
+    graph.outputs.append(mm.outputs[0])
+    path = onnxpress.save(ir.Model(graph, ir_version=10), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx.data").exists()
+    onnx.checker.check_model(str(path))
+    loaded = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+    np.testing.assert_array_equal(loaded["big"], big)
+    np.testing.assert_array_equal(loaded["codes"].astype(np.int8), codes.astype(np.int8))
+    np.testing.assert_array_equal(loaded["small"], np.arange(4))
+    back = onnxpress.load(str(path))
+    np.testing.assert_array_equal(back.graph.initializers["big"].const_value.numpy(), big)
