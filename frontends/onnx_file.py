@@ -292,7 +292,10 @@ def _tensor_parts(name: str, tensor: ir.TensorProtocol) -> list[bytes | memoryvi
 
     if tensor.dtype in _RAW_DTYPES and sys.byteorder == "little":
         array = np.ascontiguousarray(tensor.numpy())
-        header = onnx.TensorProto(name=name, data_type=int(tensor.dtype), dims=list(array.shape)).SerializeToString()
+        meta = onnx.TensorProto(name=name, data_type=int(tensor.dtype), dims=list(array.shape), doc_string=tensor.doc_string or "")
+        for key, value in (getattr(tensor, "metadata_props", None) or {}).items():
+            meta.metadata_props.add(key=key, value=value)
+        header = meta.SerializeToString()
         return [header, _field_header(9, array.nbytes), memoryview(array).cast("B")]  # TensorProto.raw_data
     proto = ir.serde.serialize_tensor(tensor)
     proto.name = name
