@@ -20,20 +20,19 @@ from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant.data import calibration_samples
 
 
-def multiply_adds(model: ir.Model, sample: Any) -> dict[str, float]:
-    """Multiply-adds per sample of the Conv and the MatMul/Gemm layers with constant weights."""
-    from onnxpress.irpasses.quant.collect import tensor_elements
-    from onnxpress.irpasses.quant.qdq import layer_cost
+def multiply_adds(model: ir.Model, ctx: PassContext, samples: Any) -> dict[str, float]:
+    """Multiply-adds on the first sample of the Conv and the MatMul/Gemm layers with constant weights."""
+    from onnxpress.irpasses.quant.qdq import elements, first_sample_shapes, layer_cost
 
     layers = [
         n for n in model.graph
         if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.inputs) > 1 and n.inputs[1] is not None
         and n.inputs[1].const_value is not None and n.inputs[0] is not None and n.inputs[0].name
     ]
-    elements = tensor_elements(model, sample, list(dict.fromkeys(n.inputs[0].name for n in layers)))
+    shapes = first_sample_shapes(model, ctx, samples, list(dict.fromkeys(n.inputs[0].name for n in layers)))
     totals = {"conv": 0.0, "matmul": 0.0}
     for node in layers:
-        cost = layer_cost(node, elements.get(node.inputs[0].name, 0))
+        cost = layer_cost(node, elements(shapes.get(node.inputs[0].name, ())))
         if cost is not None:
             totals["conv" if node.op_type == "Conv" else "matmul"] += cost[0]
     return totals
@@ -65,8 +64,7 @@ class AutoQuant(Pass):
             if ctx.target not in (None, "ort"):
                 method = "static"
             else:
-                sample = next(iter(calibration_samples(ctx, model, False, self.name)))
-                macs = multiply_adds(model, sample)
+                macs = multiply_adds(model, ctx, calibration_samples(ctx, model, False, self.name))
                 method = "dynamic" if macs["matmul"] > macs["conv"] else "static"
         ctx.logger.info(
             "auto-quant: %s (multiply-adds per sample: %.0fM in Conv, %.0fM in MatMul/Gemm)", method, macs["conv"] / 1e6, macs["matmul"] / 1e6

@@ -85,11 +85,6 @@ def tensor_shapes(model: ir.Model, sample: Mapping[str, np.ndarray], names: Sequ
     return {name: s.shape for name, s in shapes.items()}
 
 
-def tensor_elements(model: ir.Model, sample: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, int]:
-    """Element counts of the named tensors on one sample (one run of the model)."""
-    return {name: int(np.prod(shape)) if shape else 0 for name, shape in tensor_shapes(model, sample, names).items()}
-
-
 Stats = TypeVar("Stats", bound=Accumulator)
 
 

@@ -46,6 +46,31 @@ class CalibrationStats(Analysis[dict[str, TensorHistogram]]):
         return {}
 
 
+class FirstSampleShapes(Analysis[dict[str, tuple[int, ...]]]):
+    """Shapes of tensors on the first calibration sample (what the cost models read), filled on demand by
+    ``first_sample_shapes``: auto-quant's choice and qdq's cost model share one run of the model."""
+
+    name = "first-sample-shapes"
+
+    @classmethod
+    def compute(cls, model: ir.Model, ctx: PassContext) -> dict[str, tuple[int, ...]]:
+        return {}
+
+
+def first_sample_shapes(model: ir.Model, ctx: PassContext, samples: Any, names: list[str]) -> dict[str, tuple[int, ...]]:
+    from onnxpress.irpasses.quant.collect import tensor_shapes
+
+    cache = ctx.analyses.get(FirstSampleShapes, model, ctx)
+    missing = [n for n in names if n not in cache]
+    if missing:
+        cache.update(tensor_shapes(model, next(iter(samples)), missing))
+    return cache
+
+
+def elements(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape)) if shape else 0
+
+
 def calibration_stats(
     model: ir.Model, ctx: PassContext, names: list[str], samples: Any, channel_axes: dict[str, int] | None = None
 ) -> dict[str, TensorHistogram]:
@@ -144,7 +169,7 @@ class QDQ(Pass):
             nested = warn_if_nested(model, ctx, self.name)
             return self.result(model, False, sites=0, kept_float=len(placement.kept_float), nested_layers=nested)
         samples = calibration_samples(ctx, model, self.allow_random, self.name)
-        self._small = self._small_layers(model, placement, samples, ctx.target, ctx.show_progress)
+        self._small = self._small_layers(model, ctx, placement, samples)
         placement = self._demote_small(placement)
         axes = {s.node.inputs[0].name: (1 if s.node.op_type == "Conv" else -1) for s in placement.sites}
         stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples, axes)
@@ -161,27 +186,22 @@ class QDQ(Pass):
             biases_corrected=self._last_counts["biases_corrected"], gptq_weights=len(self._rounded),
         )
 
-    def _small_layers(
-        self, model: ir.Model, placement: Placement, samples: Any, target: str | None, show_progress: bool | None = None
-    ) -> dict[str, str]:
+    def _small_layers(self, model: ir.Model, ctx: PassContext, placement: Placement, samples: Any) -> dict[str, str]:
         """{node name: why} of the layers that keep float activations (onnxruntime targets only): by rule, those
         under ``min_macs`` or ``min_intensity`` on the first calibration sample; measured, those whose int8 form
         is not clearly faster alone (``layer_timing``). Decided before calibrating: only the layers that keep
         Q/DQ need activation histograms (PP-OCRv4 det: 8 % of the activation volume)."""
-        if target not in (None, "ort") or self.activations == "fp8":
+        if ctx.target not in (None, "ort") or self.activations == "fp8":
             return {}
         if self.cost_model == "rule" and not (self.min_macs or self.min_intensity):
             return {}
-        from onnxpress.irpasses.quant.collect import tensor_shapes
-
         inputs = list(dict.fromkeys(s.node.inputs[0].name for s in placement.sites))
-        shapes = tensor_shapes(model, next(iter(samples)), inputs)
+        shapes = first_sample_shapes(model, ctx, samples, inputs)
         if self.cost_model == "measured":
-            return self._measured_small(placement, shapes, show_progress)
+            return self._measured_small(placement, shapes, ctx.show_progress)
         small = {}
         for site in placement.sites:
-            shape = shapes.get(site.node.inputs[0].name, ())
-            cost = layer_cost(site.node, int(np.prod(shape)) if shape else 0)
+            cost = layer_cost(site.node, elements(shapes.get(site.node.inputs[0].name, ())))
             if cost is not None and (cost[0] < self.min_macs or cost[1] < self.min_intensity):
                 small[site.node.name] = f"small ({cost[0] / 1e6:.1f}M MACs, {cost[1]:.0f} per element): float activations, int8 weights folded at load"
         return small

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxpress.backends.ort.runner import make_session
 from onnxpress.irpasses.core.numerics import with_outputs
 from onnxpress.irpasses.quant import pieces
-from onnxpress.irpasses.quant.collect import collect_histograms, tensor_elements
+from onnxpress.irpasses.quant.collect import collect_histograms, tensor_shapes
 
 RNG = np.random.default_rng(0)
 
@@ -90,7 +90,7 @@ def test_means_only_statistics_skip_the_bins() -> None:
     stats = collect_histograms(model, samples, ["a"], channel_axes={"r": -1}, means_only=["r"])
     assert stats["a"].binned and stats["a"].counts.sum() == 24
     assert not stats["r"].binned and stats["r"].counts.size == 0 and stats["r"].channel_mean().shape == (8,)
-    assert tensor_elements(model, samples[0], ["x", "r"]) == {"x": 8, "r": 8}
+    assert tensor_shapes(model, samples[0], ["x", "r"]) == {"x": (1, 8), "r": (1, 8)}
 
 
 @pytest.mark.parametrize("budget", [1, 1 << 30])
