@@ -55,6 +55,12 @@ class AutoQuant(Pass):
     cost_model: Literal["rule", "measured"] = "rule"
     """Static path: qdq's cost model (which layers get integer kernels)."""
 
+    def __post_init__(self) -> None:
+        from onnxpress.irpasses.quant.sensitivity import resolve_metric
+
+        if self.fidelity:
+            resolve_metric(self.fidelity, None)  # a bad target fails when the pipeline is built, not after calibration
+
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         from onnxpress.irpasses.quant.dynamic import DynamicQuant
         from onnxpress.irpasses.quant.qdq import QDQ

@@ -158,6 +158,12 @@ class DynamicQuant(Pass):
     activations (size kept, activation error gone) or plain float."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
 
+    def __post_init__(self) -> None:
+        from onnxpress.irpasses.quant.sensitivity import resolve_metric
+
+        if self.fidelity and self.metric is None:
+            resolve_metric(self.fidelity, None)  # a bad target fails when the pipeline is built, not after calibration
+
     def _layers(self, model: ir.Model) -> list[ir.Node]:
         from onnxpress.irpasses.quant.placement import _matches
 

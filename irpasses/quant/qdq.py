@@ -155,6 +155,12 @@ class QDQ(Pass):
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, quantized outputs) -> score compared with the fidelity value."""
 
+    def __post_init__(self) -> None:
+        from onnxpress.irpasses.quant.sensitivity import resolve_metric
+
+        if self.fidelity and self.metric is None:
+            resolve_metric(self.fidelity, None)  # a bad target fails when the pipeline is built, not after calibration
+
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
         if opset < 13:

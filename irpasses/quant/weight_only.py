@@ -184,8 +184,12 @@ class WeightOnly(Pass):
     (on MiniLM 8-bit: 3.4x faster, cosine 0.99973 instead of 0.99994). The qdq form leaves it to onnxruntime."""
 
     def __post_init__(self) -> None:
+        from onnxpress.irpasses.quant.sensitivity import resolve_metric
+
         if self.block < 16 or self.block & (self.block - 1):
             raise ValueError(f"block must be a power of two >= 16, got {self.block}")
+        if self.fidelity and self.metric is None:
+            resolve_metric(self.fidelity, None)  # a bad target fails when the pipeline is built, not after calibration
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         form = self.format if self.format != "auto" else ("nbits" if ctx.target == "ort" else "qdq")

@@ -164,6 +164,11 @@ def test_fidelity_text_is_validated() -> None:
     assert parse_fidelity("max_abs<=0.01")[1] == -0.01
     with pytest.raises(PassOptionError, match="not understood"):
         parse_fidelity("accuracy>0.9")
+    from onnxpress.irpasses.core import build_passes
+
+    for name in ("qdq", "dynamic-quant", "weight-only", "auto-quant"):  # refused when the pipeline is built
+        with pytest.raises(PassOptionError, match="'cosine>0.9' is not understood"):
+            build_passes(f'{name}{{fidelity="cosine>0.9"}}')
 
 
 def test_gptq_rounding_cuts_the_int8_layer_output_error_on_correlated_inputs() -> None:
