@@ -53,15 +53,16 @@ def embedding_layers(model: ir.Model, min_elements: int) -> list[ir.Node]:
 
 
 class _Builder:
-    def __init__(self, model: ir.Model, cache: dict[int, tuple[Any, np.ndarray, np.ndarray]] | None = None) -> None:
+    def __init__(self, model: ir.Model, cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] | None = None) -> None:
         self.graph = model.graph
         self.cache = {} if cache is None else cache
         """Quantized weights by id of the float tensor: the fidelity search quantizes clones that share
         tensors, so each weight is quantized once, not once per trial (MiniLM: its 47 MB embedding table,
         with ~190 MB of temporaries each time, was the search's peak memory)."""
 
-    def quantized(self, tensor: ir.TensorProtocol, make: Any) -> tuple[np.ndarray, np.ndarray]:
-        key = id(tensor)
+    def quantized(self, tensor: ir.TensorProtocol, make: Any, variant: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """``make(array)``'s codes for ``tensor``, computed once per variant (e.g. smoothed)."""
+        key = (id(tensor), variant)
         if key not in self.cache:  # the tensor is kept with its codes, so its id cannot be reused meanwhile
             self.cache[key] = (tensor, *make(tensor.numpy()))
         return self.cache[key][1:]
@@ -73,15 +74,18 @@ class _Builder:
         replace_node(self.graph, node, new_nodes)
 
 
-def _int8_columns(builder: _Builder, node: ir.Node) -> tuple[str, ir.Value, ir.Value, ir.Value, int]:
-    """The MatMul's weight as int8 per column: (name base, int8 weight, zero points, scales, bytes saved)."""
+def _int8_columns(builder: _Builder, node: ir.Node, smooth: np.ndarray | None = None) -> tuple[str, ir.Value, ir.Value, ir.Value, int]:
+    """The MatMul's weight (times ``smooth`` per row) as int8 per column: (name base, int8 weight, zero
+    points, scales, bytes saved)."""
     tensor = node.inputs[1].const_value
 
     def columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if smooth is not None:
+            weight = weight * smooth[:, None]
         q, qp = quantize_weight(weight, axis=1, search=False)  # clipping transformer weight outliers costs retrieval
         return q, qp.scale.astype(np.float32)
 
-    q, scale = builder.quantized(tensor, columns)
+    q, scale = builder.quantized(tensor, columns, "smoothed" if smooth is not None else "")
     base = node.name or node.outputs[0].name or "matmul"
     wq = builder.constant(f"{base}_weight_int8", q)
     wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
@@ -89,15 +93,17 @@ def _int8_columns(builder: _Builder, node: ir.Node) -> tuple[str, ir.Value, ir.V
     return base, wq, wzp, wscale, tensor.nbytes - q.nbytes - scale.nbytes
 
 
-def quantize_matmul(builder: _Builder, node: ir.Node) -> int:
-    """Rewrite one MatMul; returns the bytes saved."""
-    base, wq, wzp, wscale, saved = _int8_columns(builder, node)
-    dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=f"{base}_DynamicQuantizeLinear")
+def quantize_matmul(builder: _Builder, node: ir.Node, smoothed: tuple[ir.Value, np.ndarray, list[ir.Node]] | None = None) -> int:
+    """Rewrite one MatMul; returns the bytes saved. ``smoothed``: (x / s, s, nodes that compute x / s and are
+    not in the graph yet) to read instead of x, the weight's rows scaled by s to match."""
+    x, smooth, before = (node.inputs[0], None, []) if smoothed is None else smoothed
+    base, wq, wzp, wscale, saved = _int8_columns(builder, node, smooth)
+    dql = ir.node("DynamicQuantizeLinear", [x], num_outputs=3, name=f"{base}_DynamicQuantizeLinear")
     mmi = ir.node("MatMulInteger", [dql.outputs[0], wq, dql.outputs[2], wzp], name=f"{base}_MatMulInteger")
     cast = ir.node("Cast", [mmi.outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_Cast")
     scale = ir.node("Mul", [dql.outputs[1], wscale], name=f"{base}_scale")
     out = ir.node("Mul", [cast.outputs[0], scale.outputs[0]], name=f"{base}_rescale")
-    builder.replace(node, [dql, mmi, cast, scale, out])
+    builder.replace(node, [*before, dql, mmi, cast, scale, out])
     return saved
 
 
@@ -148,6 +154,12 @@ class DynamicQuant(Pass):
     embeddings: bool = True
     """Also store large Gather tables as int8 rows."""
     min_elements: int = 4096
+    smooth: float = 0.0
+    """SmoothQuant alpha for the dynamically quantized layers (0: off): their inputs are divided per channel by
+    s = max|x|^alpha / max|W|^(1-alpha) (from the calibration data) and the weight rows multiplied by s, so a
+    per-tensor int8 range is not spent on a few outlier channels. Layers the fidelity search sets to weight-only
+    or float keep the original input and weights (smoothing only helps the activation's rounding and makes
+    the weights' worse). MiniLM, retrieval agreement on 320 held-out sentences: 0.925 unsmoothed, 0.972 at 0.8."""
     exclude: list[str] = dataclasses.field(default_factory=list)
     """Op types or regular expressions over node names to keep float."""
     fidelity: str = ""
@@ -171,12 +183,23 @@ class DynamicQuant(Pass):
 
     def _quantize(self, model: ir.Model, levels: Mapping[str, str] | None) -> tuple[int, int, int]:
         """Quantize every layer (``levels`` None) or each at its level: full (dynamic), reduced (weight-only)."""
+        from onnxpress.irpasses.quant.smooth_quant import smoothing_mul
+
         builder = _Builder(model, self._cache)
         saved = matmuls = tables = 0
+        smoothed: dict[str, ir.Value] = {}
         for node in self._layers(model):
             level = FULL if levels is None else levels.get(node.name, FLOAT)
             if level == FULL:
-                saved += quantize_matmul(builder, node)
+                x = node.inputs[0]
+                s = self._factors.get(x.name)
+                if s is None:
+                    saved += quantize_matmul(builder, node)
+                else:
+                    before = [] if x.name in smoothed else [smoothing_mul(model.graph, x, s)]
+                    if before:
+                        smoothed[x.name] = before[0].outputs[0]
+                    saved += quantize_matmul(builder, node, (smoothed[x.name], s, before))
                 matmuls += 1
             elif level == REDUCED:
                 saved += weight_only_matmul(builder, node)
@@ -189,7 +212,12 @@ class DynamicQuant(Pass):
         return saved, matmuls, tables
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        self._cache: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._factors: dict[str, np.ndarray] = {}
+        if self.smooth:
+            from onnxpress.irpasses.quant.smooth_quant import input_groups, plan
+
+            self._factors = plan(model, ctx, input_groups(self._layers(model)), self.smooth, self.name)
         levels = None
         if self.fidelity or self.metric is not None:
             levels = self._search(model, ctx)
@@ -206,10 +234,12 @@ class DynamicQuant(Pass):
 
         metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
         samples = sensitivity.first_samples(calibration_samples(ctx, model, False, self.name), self.eval_samples)
-        layers = [(n.name, n.op_type) for n in self._layers(model)]
+        nodes = self._layers(model)
         result = sensitivity.search(
-            model, ctx, layers, lambda clone, levels: self._quantize(clone, levels) and None, samples, metric, threshold,
-            reduced=self.sensitive == "weight-only",  # reduced = int8 weights: same size, nothing to win back
+            model, ctx, [(n.name, n.op_type) for n in nodes], lambda clone, levels: self._quantize(clone, levels) and None,
+            samples, metric, threshold, reduced=self.sensitive == "weight-only",
+            # weight elements ~ multiply-adds per token: layers taken out are won back for speed, largest first
+            sizes={n.name: n.inputs[1].const_value.size for n in nodes},
         )
         sensitivity.record(ctx, result, text)
         return result.levels

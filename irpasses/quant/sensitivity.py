@@ -136,7 +136,8 @@ def search(
     level alone already breaks the target (then float). ``quantize(clone, levels)`` applies {name: level}
     to a clone of ``model`` (names not given stay float). With ``sizes`` (parameters per layer), the layers
     taken out are then tried back at full one at a time, largest first, and kept there while the target
-    holds: the ranking is by sensitivity alone, so bisection can take out big layers it did not need to.
+    holds: the ranking is by sensitivity alone, so bisection can take out big layers it did not need to
+    (and where single-layer scores sit at a common floor, their order is noise: MiniLM's embedding tables).
     Layers in ``reduced_only`` have no full level (``quantize`` applies reduced for full): they are
     group-tested (``LayerScore.alone``) and ranked after the layers scored alone. Trials run the way the
     target runtime will (``evaluation_level``)."""
@@ -226,7 +227,7 @@ def search(
             kept = len(ranked)
     if sizes and kept and best >= threshold:
         # the ranking is by sensitivity alone: win back bytes, largest layers first, while the target holds
-        for r in sorted(ranked, key=lambda r: -sizes.get(r.node, 0)):
+        for r in sorted(ranked, key=lambda r: (-sizes.get(r.node, 0), -(r.score if r.alone else 1.0))):  # least sensitive first among equals
             if r.node in reduced_only and levels[r.node] == REDUCED:
                 continue  # its full level is the reduced one
             for level in (FULL, REDUCED) if levels[r.node] == FLOAT and reduced else (FULL,):

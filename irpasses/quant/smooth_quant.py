@@ -56,45 +56,64 @@ class SmoothQuant(Pass):
     min_elements: int = 4096
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        from onnxpress.irpasses.quant.collect import stream_statistics
-        from onnxpress.irpasses.quant.data import calibration_samples
-
-        groups: dict[str, tuple[ir.Value, list[ir.Node]]] = {}
-        for node in model.graph:
-            if not self._eligible(node):
-                continue
-            x = node.inputs[0]
-            groups.setdefault(x.name, (x, []))[1].append(node)
+        groups = input_groups([n for n in model.graph if _eligible(n, self.min_elements)])
         if not groups:
             return self.result(model, False, inputs_smoothed=0)
-        samples = calibration_samples(ctx, model, False, self.name)
-        stats = stream_statistics(model, samples, {name: ChannelAbsMax() for name in groups}, show_progress=ctx.show_progress, description="smoothing statistics")
-        smoothed = 0
-        for name, (x, matmuls) in groups.items():
-            act_max = stats[name].value
-            weights = [m.inputs[1].const_value.numpy() for m in matmuls]
-            if act_max is None or any(w.shape[0] != act_max.size for w in weights):
-                continue
-            weight_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-            s = smoothing_factors(act_max, weight_max, self.alpha)
-            if np.all(s == 1.0):
-                continue
-            inverse = add_constant(model.graph, f"{name}_smooth_inverse", (1.0 / s).astype(np.float32))
-            mul = ir.node("Mul", [x, inverse], name=f"{name}_smooth")
-            mul.outputs[0].name = f"{name}_smoothed"
-            mul.outputs[0].type, mul.outputs[0].shape = x.type, x.shape
+        factors = plan(model, ctx, groups, self.alpha, self.name)
+        for name, s in factors.items():
+            x, matmuls = groups[name]
+            mul = smoothing_mul(model.graph, x, s)
             model.graph.insert_before(matmuls[0], mul)
-            for m, w in zip(matmuls, weights):
+            for m in matmuls:
+                w = m.inputs[1].const_value.numpy()
                 m.replace_input_with(1, add_constant(model.graph, f"{m.inputs[1].name or m.name}_smoothed", (w * s[:, None]).astype(w.dtype)))
                 m.replace_input_with(0, mul.outputs[0])
-            smoothed += 1
-        return self.result(model, smoothed > 0, inputs_smoothed=smoothed, matmuls=sum(len(g[1]) for g in groups.values()))
+        return self.result(model, bool(factors), inputs_smoothed=len(factors), matmuls=sum(len(g[1]) for g in groups.values()))
 
-    def _eligible(self, node: ir.Node) -> bool:
-        if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
-            return False
-        x, w = node.inputs
-        if x is None or w is None or not x.name or w.const_value is None or w.is_graph_input():
-            return False
-        tensor = w.const_value
-        return len(tensor.shape) == 2 and tensor.size >= self.min_elements and tensor.dtype == ir.DataType.FLOAT
+
+def smoothing_mul(graph: ir.Graph, x: ir.Value, s: np.ndarray) -> ir.Node:
+    """x / s as one Mul (not yet inserted): the input the smoothed weights expect."""
+    inverse = add_constant(graph, f"{x.name}_smooth_inverse", (1.0 / s).astype(np.float32))
+    mul = ir.node("Mul", [x, inverse], name=f"{x.name}_smooth")
+    mul.outputs[0].name = f"{x.name}_smoothed"
+    mul.outputs[0].type, mul.outputs[0].shape = x.type, x.shape
+    return mul
+
+
+def input_groups(matmuls: list[ir.Node]) -> dict[str, tuple[ir.Value, list[ir.Node]]]:
+    """MatMuls by the activation they read: those sharing one (q, k, v) share one smoothing factor."""
+    groups: dict[str, tuple[ir.Value, list[ir.Node]]] = {}
+    for node in matmuls:
+        x = node.inputs[0]
+        groups.setdefault(x.name, (x, []))[1].append(node)
+    return groups
+
+
+def plan(model: ir.Model, ctx: PassContext, groups: dict[str, tuple[ir.Value, list[ir.Node]]], alpha: float, owner: str) -> dict[str, np.ndarray]:
+    """Smoothing factors s per activation name (one calibration pass for max |x| per channel); activations
+    whose factors are all 1 or whose width does not match their weights are left out."""
+    from onnxpress.irpasses.quant.collect import stream_statistics
+    from onnxpress.irpasses.quant.data import calibration_samples
+
+    samples = calibration_samples(ctx, model, False, owner)
+    stats = stream_statistics(model, samples, {name: ChannelAbsMax() for name in groups}, show_progress=ctx.show_progress, description="smoothing statistics")
+    factors = {}
+    for name, (_, matmuls) in groups.items():
+        act_max = stats[name].value
+        weights = [m.inputs[1].const_value.numpy() for m in matmuls]
+        if act_max is None or any(w.shape[0] != act_max.size for w in weights):
+            continue
+        s = smoothing_factors(act_max, np.max([np.abs(w).max(axis=1) for w in weights], axis=0), alpha)
+        if not np.all(s == 1.0):
+            factors[name] = s
+    return factors
+
+
+def _eligible(node: ir.Node, min_elements: int) -> bool:
+    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+        return False
+    x, w = node.inputs
+    if x is None or w is None or not x.name or w.const_value is None or w.is_graph_input():
+        return False
+    tensor = w.const_value
+    return len(tensor.shape) == 2 and tensor.size >= min_elements and tensor.dtype == ir.DataType.FLOAT

@@ -235,6 +235,37 @@ def test_smooth_quant_is_exact_in_float_and_cuts_int8_error_from_outlier_channel
     assert errors["smoothed"] < 0.5 * errors["plain"], errors
 
 
+def test_dynamic_quant_smooths_only_the_layers_it_quantizes_in_full() -> None:
+    """dynamic-quant{smooth=...} equals smooth-quant then dynamic-quant on the layers it quantizes, and a layer
+    kept out (here by name) reads the original x and its original float weight: smoothing would only make
+    its weights harder to round."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((12, 1, 6, 64)).astype(np.float32)
+    x[..., [3, 17, 40]] *= 60.0
+    calibration, held_out = {"x": x[:8]}, x[8:]
+    model = _two_consumer_matmuls()
+    reference = onnxpress.load(model)
+    outputs = {}
+    for label, pipeline in (
+        ("separate", "smooth-quant{min_elements=16},dynamic-quant{min_elements=16}"),
+        ("built in", "dynamic-quant{min_elements=16,smooth=0.8}"),
+        ("plain", "dynamic-quant{min_elements=16}"),
+    ):
+        out, _ = onnxpress.optimize(onnxpress.load(model), pipeline, samples=calibration, verify="off")
+        outputs[label] = [run(out, x=h)[0] for h in held_out]
+    for a, b in zip(outputs["separate"], outputs["built in"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    error = {k: sum(np.linalg.norm(o - run(reference, x=h)[0]) for o, h in zip(v, held_out)) for k, v in outputs.items()}
+    assert error["built in"] < 0.5 * error["plain"], error
+
+    out, report = onnxpress.optimize(onnxpress.load(model), "dynamic-quant{min_elements=16,smooth=0.8,exclude=[mm2]}", samples=calibration, verify="off")
+    assert report.records[-1].stats["matmuls_quantized"] == 1
+    mm2 = next(n for n in out.graph if n.name == "mm2")
+    assert mm2.inputs[0].name == "x" and mm2.inputs[1].name == "w2"  # untouched: original input and weight
+    smooth = [n for n in out.graph if n.op_type == "Mul" and n.name.endswith("_smooth")]
+    assert len(smooth) == 1 and smooth[0].outputs[0].consumers()[0].op_type == "DynamicQuantizeLinear"
+
+
 def test_small_layers_keep_float_activations_and_int8_weights_folded_at_load(tmp_path) -> None:
     """onnxruntime's cost model: below min_macs / min_intensity a layer gets no Q/DQ, only int8 weights behind
     Cast*scale, which onnxruntime folds into float constants when the session loads."""
