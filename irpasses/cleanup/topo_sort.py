@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import networkx as nx
 import onnx_ir as ir
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import InvalidModelError
@@ -19,6 +18,8 @@ from onnxpress.irpasses.core.verify import first_use_before_def, node_label
 
 def find_cycle(graph: ir.Graph | ir.Function) -> list[ir.Node] | None:
     """Nodes on one dependency cycle of ``graph``, or None."""
+    import networkx as nx  # only when the order is wrong: importing it costs every CLI run ~0.1 s
+
     dg = nx.DiGraph()
     members = {id(n): n for n in graph}
     for node in graph:

@@ -327,12 +327,17 @@ class PassManager:
         return record.modified
 
     def _run_fixpoint(self, group: FixedPoint, model: ir.Model, report: PipelineReport, ran: list[str]) -> None:
+        from onnxpress.irpasses.core.fixpoint import Schedule
+
         inserted = getattr(group, "inserted", set())
+        schedule = Schedule()
         for iteration in range(1, group.max + 1):
             changed = False
-            for child in group.passes:
+            for index, child in enumerate(group.passes):
+                if not schedule.due(index):
+                    continue
                 record = PassRecord(name=child.name, spec=f"{child.spec()}#{iteration}", inserted=id(child) in inserted)
-                changed |= self._step(child, model, report, ran, record)
+                changed |= schedule.ran(index, self._step(child, model, report, ran, record))
             if not changed:
                 return
         report.records[-1].notes.append(f"fixpoint stopped at max={group.max} iterations while still changing")

@@ -44,12 +44,22 @@ class ExplainTracer(MatchingTracer):
 
 
 def required_ops(rule: RewriteRule) -> frozenset[str] | None:
-    """The op type every match of ``rule`` is rooted at (None if unknown). Only the root: other pattern nodes
-    may sit in alternatives (OrValue) that a match need not use. Reads onnxscript 0.7 internals, pinned."""
+    """Op types every match of ``rule`` contains (None if unknown): the root and the nodes reachable from it
+    through plain node outputs; alternatives (OrValue) are not followed, a match need not use them. Reads
+    onnxscript 0.7 internals, pinned; anything unexpected falls back to no filtering."""
     try:
-        root = rule._target_pattern.output_node
-        return frozenset({str(root.op.value())}) if hasattr(root.op, "value") else None
-    except (AttributeError, ValueError):
+        ops: set[str] = set()
+        stack = [rule._target_pattern.output_node]
+        while stack:
+            node = stack.pop()
+            if not hasattr(node.op, "value"):
+                continue  # an op pattern that is not one constant name (a prefix): no requirement
+            ops.add(str(node.op.value()))
+            for value in node.inputs:
+                if type(value).__name__ == "NodeOutputPattern":
+                    stack.append(value.producer())
+        return frozenset(ops) or None
+    except (AttributeError, ValueError, TypeError):
         return None
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from onnxpress.irpasses.core.snapshot import snapshot
 
 
 @dataclasses.dataclass
@@ -115,49 +114,39 @@ FED_WEIGHT_BYTES = 1 << 16
 
 def piece_model(model: ir.Model, piece: Piece, arrays: Mapping[str, np.ndarray]) -> ir.Model:
     """The piece as a model of its own: its reads become graph inputs (typed from ``arrays`` where the
-    model does not say), its exposed and carried values its outputs. Initializers of ``FED_WEIGHT_BYTES``
-    or more that only standard ops read become graph inputs too, their arrays kept in ``piece.weights`` and
-    fed at every run: onnxruntime reads fed arrays in place, while building them into the session copies
-    them (twice with pre-packing; MiniLM: +4 MiB per session instead of +215)."""
-    clone = snapshot(model)
-    graph = clone.graph
+    model does not say), its exposed and carried values its outputs. Only the piece's nodes are cloned (a
+    view of them), not the whole model: a 125-node classifier probed in 15 pieces spent 0.3 s cloning.
+    Initializers of ``FED_WEIGHT_BYTES`` or more that only standard ops read become graph inputs too, their
+    arrays kept in ``piece.weights`` and fed at every run: onnxruntime reads fed arrays in place, while
+    building them into the session copies them (twice with pre-packing; MiniLM: +4 MiB per session instead
+    of +215)."""
+    graph = model.graph
     nodes = list(graph)
     keep = [nodes[i] for i in piece.indices]
-    keep_ids = {id(n) for n in keep}
     by_name = {v.name: v for v in graph.inputs}
     by_name.update({v.name: v for n in nodes for v in n.outputs if v.name})
-    graph.remove([n for n in nodes if id(n) not in keep_ids], safe=False)
-    inputs = []
-    for name in piece.reads:
-        old = by_name[name]
-        if old.is_graph_input():
-            inputs.append(old)
-            continue
-        array = arrays.get(name)
-        kind = old.type or (ir.TensorType(ir.DataType.from_numpy(np.asarray(array).dtype)) if array is not None else None)
-        old.name = None  # its producer is gone; the new graph input takes the name
-        new = ir.Value(name=name, type=kind)
-        old.replace_all_uses_with(new)
-        inputs.append(new)
-    graph.inputs.clear()
-    graph.inputs.extend(inputs)
+    constants = {id(v): v for n in keep for v in _reads(n, graph) if _is_constant(v)}
     produced = {v.name: v for n in keep for v in n.outputs if v.name}
-    graph.outputs.clear()
-    graph.outputs.extend(produced[n] for n in dict.fromkeys([*piece.exposed, *piece.carries]))
-    used = {v.name for n in keep for v in _reads(n, graph)}
-    for name in [n for n in graph.initializers if n not in used]:
-        graph.initializers.pop(name)
-    for name in list(graph.initializers):
-        value = graph.initializers[name]
+    view = ir.GraphView(
+        [by_name[name] for name in piece.reads],
+        [produced[n] for n in dict.fromkeys([*piece.exposed, *piece.carries])],
+        nodes=keep, initializers=list(constants.values()), opset_imports=dict(graph.opset_imports), name=graph.name,
+    )
+    clone = view.clone()
+    for value in clone.inputs:
+        if value.type is None and value.name in arrays:
+            value.type = ir.TensorType(ir.DataType.from_numpy(np.asarray(arrays[value.name]).dtype))
+    for name in list(clone.initializers):
+        value = clone.initializers[name]
         tensor = value.const_value
-        standard_readers = all(use.node.domain in ("", "ai.onnx") and use.node.graph is graph for use in value.uses())
+        standard_readers = all(use.node.domain in ("", "ai.onnx") and use.node.graph is clone for use in value.uses())
         if tensor is None or tensor.nbytes < FED_WEIGHT_BYTES or not standard_readers:
             continue
         piece.weights[name] = tensor.numpy()
-        graph.initializers.pop(name)
+        clone.initializers.pop(name)
         value.const_value = None
-        graph.inputs.append(value)
-    return clone
+        clone.inputs.append(value)
+    return ir.Model(clone, ir_version=model.ir_version, producer_name=model.producer_name, functions=list(model.functions.values()))
 
 
 def run(
