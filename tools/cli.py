@@ -50,7 +50,8 @@ def cmd_opt(args: argparse.Namespace) -> int:
         _set_fidelity(passes, args.fidelity)
     model = onnxpress.load(args.input, target_opset=args.target_opset)
     check_output_path(model, args.output)
-    before = summarize(model)
+    wants_summary = bool(args.report) or not args.quiet
+    before = summarize(model) if wants_summary else {}
     check_data = args.inputs or args.calib
     instruments: list[Any] = []
     if args.dump_ir:
@@ -82,7 +83,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
 
         max_ir = max_ir_version()
     onnxpress.save(out, args.output, max_ir_version=max_ir)
-    after = summarize(out)
+    after = summarize(out) if wants_summary else {}
     if args.report:
         payload = {"input": args.input, "output": args.output, "before": before, "after": after, "report": report.to_dict()}
         from onnxpress.backends.base import write_atomic

@@ -144,6 +144,8 @@ CASES = {
     "onnxpress w4": _onnxpress("w4", target="ort"),
     "onnxpress w4 MatMul-only": _onnxpress("convert-opset{min=21},optimize,weight-only{bits=4,block=32,embeddings=false}", target="ort"),
     "onnxpress w4 RTN MatMul-only": _onnxpress("convert-opset{min=21},optimize,weight-only{bits=4,block=32,embeddings=false,method=rtn}", target="ort"),
+    # the peer's exact job: quantize the MatMuls of the model as it is (no opset conversion, no graph cleanup)
+    "onnxpress w4 RTN MatMul-only, no cleanup": _onnxpress("weight-only{bits=4,block=32,embeddings=false,method=rtn}", target="ort"),
     "onnxpress w4 (QDQ, opset 21)": _onnxpress("w4"),
     "onnxpress w8": _onnxpress("w8", target="ort"),
     "onnxpress w4/w8 mixed": _onnxpress('convert-opset{min=21},optimize,weight-only{bits=4,block=32,accuracy_level=4,fidelity="cosine>=0.998"}', target="ort"),

@@ -28,8 +28,9 @@ Sample = dict[str, np.ndarray]
 
 CASES_BY_MODEL = {
     "minilm": [
-        "onnxpress auto", "onnxpress int8-dynamic", "onnxpress int8-smooth", "onnxpress auto-dynamic",
-        "onnxpress w4", "onnxpress w4 MatMul-only", "onnxpress w4 RTN MatMul-only", "onnxpress w4 (QDQ, opset 21)", "onnxpress w8", "onnxpress w4/w8 mixed",
+        "onnxpress auto", "onnxpress int8-dynamic", "onnxpress int8-smooth",
+        "onnxpress w4", "onnxpress w4 MatMul-only", "onnxpress w4 RTN MatMul-only", "onnxpress w4 RTN MatMul-only, no cleanup",
+        "onnxpress w4 (QDQ, opset 21)", "onnxpress w8", "onnxpress w4/w8 mixed",
         "ORT dynamic", "ORT static MinMax", "ORT static Entropy",
         "ORT MatMulNBits 4-bit", "ORT MatMulNBits 4-bit GPTQ", "ORT MatMulNBits 4-bit +Gather",
     ],
