@@ -71,10 +71,11 @@ class SmoothQuant(Pass):
         return self.result(model, bool(factors), inputs_smoothed=len(factors), matmuls=sum(len(g[1]) for g in groups.values()))
 
 
-def smoothing_mul(graph: ir.Graph, x: ir.Value, s: np.ndarray) -> ir.Node:
-    """x / s as one Mul (not yet inserted): the input the smoothed weights expect."""
-    inverse = add_constant(graph, f"{x.name}_smooth_inverse", (1.0 / s).astype(np.float32))
-    mul = ir.node("Mul", [x, inverse], name=f"{x.name}_smooth")
+def smoothing_mul(graph: ir.Graph, x: ir.Value, s: np.ndarray, inverse: np.ndarray | None = None) -> ir.Node:
+    """x / s (or x * ``inverse`` where given) as one Mul, not yet inserted: the input smoothed weights expect."""
+    inverse = (1.0 / s) if inverse is None else inverse
+    constant = add_constant(graph, f"{x.name}_smooth_inverse", inverse.astype(np.float32))
+    mul = ir.node("Mul", [x, constant], name=f"{x.name}_smooth")
     mul.outputs[0].name = f"{x.name}_smoothed"
     mul.outputs[0].type, mul.outputs[0].shape = x.type, x.shape
     return mul
@@ -89,21 +90,32 @@ def input_groups(matmuls: list[ir.Node]) -> dict[str, tuple[ir.Value, list[ir.No
     return groups
 
 
-def plan(model: ir.Model, ctx: PassContext, groups: dict[str, tuple[ir.Value, list[ir.Node]]], alpha: float, owner: str) -> dict[str, np.ndarray]:
-    """Smoothing factors s per activation name (one calibration pass for max |x| per channel); activations
-    whose factors are all 1 or whose width does not match their weights are left out."""
+def channel_maxima(model: ir.Model, ctx: PassContext, groups: dict[str, tuple[ir.Value, list[ir.Node]]], owner: str) -> dict[str, np.ndarray]:
+    """max |x| per channel (last axis) of each group's input over the calibration data (one pass), for inputs
+    whose width matches their weights' rows."""
     from onnxpress.irpasses.quant.collect import stream_statistics
     from onnxpress.irpasses.quant.data import calibration_samples
 
     samples = calibration_samples(ctx, model, False, owner)
     stats = stream_statistics(model, samples, {name: ChannelAbsMax() for name in groups}, show_progress=ctx.show_progress, description="smoothing statistics")
-    factors = {}
+    out = {}
     for name, (_, matmuls) in groups.items():
         act_max = stats[name].value
-        weights = [m.inputs[1].const_value.numpy() for m in matmuls]
-        if act_max is None or any(w.shape[0] != act_max.size for w in weights):
-            continue
-        s = smoothing_factors(act_max, np.max([np.abs(w).max(axis=1) for w in weights], axis=0), alpha)
+        if act_max is not None and all(m.inputs[1].const_value.shape[0] == act_max.size for m in matmuls):
+            out[name] = act_max
+    return out
+
+
+def weight_row_maxima(matmuls: list[ir.Node]) -> np.ndarray:
+    """max |W| per input row over the MatMuls sharing one input."""
+    return np.max([np.abs(m.inputs[1].const_value.numpy()).max(axis=1) for m in matmuls], axis=0)
+
+
+def plan(model: ir.Model, ctx: PassContext, groups: dict[str, tuple[ir.Value, list[ir.Node]]], alpha: float, owner: str) -> dict[str, np.ndarray]:
+    """Smoothing factors s per activation name; activations whose factors are all 1 are left out."""
+    factors = {}
+    for name, act_max in channel_maxima(model, ctx, groups, owner).items():
+        s = smoothing_factors(act_max, weight_row_maxima(groups[name][1]), alpha)
         if not np.all(s == 1.0):
             factors[name] = s
     return factors

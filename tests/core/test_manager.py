@@ -301,3 +301,49 @@ def test_unknown_verify_mode_is_refused_not_ignored() -> None:
 
     with pytest.raises(PassOptionError, match="verify='none'"):
         onnxpress.optimize(mlp_proto(), "cleanup", verify="none")  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass
+class _DropOneIdentity(Pass):
+    """Removes one Identity per run: changes the model as long as one is left."""
+
+    name = "drop-one-identity"
+    runs: int = dataclasses.field(default=0, repr=False)
+
+    def run(self, model: ir.Model, ctx: PassContext):
+        self.runs += 1
+        node = next((n for n in model.graph if n.op_type == "Identity"), None)
+        if node is None:
+            return self.result(model, False)
+        node.outputs[0].replace_all_uses_with(node.inputs[0], replace_graph_outputs=True)
+        model.graph.remove(node, safe=True)
+        return self.result(model, True)
+
+
+@dataclasses.dataclass
+class _Watcher(Pass):
+    name = "watcher"
+    runs: int = dataclasses.field(default=0, repr=False)
+
+    def run(self, model: ir.Model, ctx: PassContext):
+        self.runs += 1
+        return self.result(model, False)
+
+
+@pytest.mark.parametrize("through_manager", [True, False])
+def test_fixpoint_reruns_a_pass_only_after_another_changed_the_model(through_manager: bool) -> None:
+    """Two Identities: the dropper changes the model twice, then finds nothing. The watcher never changes
+    anything, so it runs after each change (2) and not in the final round, where nothing changed since."""
+    from onnxpress.irpasses.core.fixpoint import FixedPoint
+
+    text = TEXT.replace("b = Identity(a)", "i = Identity(a)\n    b = Identity(i)")
+    dropper, watcher = _DropOneIdentity(), _Watcher()
+    group = FixedPoint(passes=[dropper, watcher])
+    model = parse_model(text)
+    if through_manager:
+        _, report = PassManager([group]).run(model)
+        assert [r.name for r in report.records] == ["drop-one-identity", "watcher", "drop-one-identity", "watcher", "drop-one-identity"]
+    else:
+        assert group.run(model, PassContext()).modified
+    assert (dropper.runs, watcher.runs) == (3, 2)
+    assert [n.op_type for n in model.graph if n.op_type == "Identity"] == []

@@ -323,3 +323,24 @@ def test_affine_before_a_padded_conv_stays() -> None:
     x = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
     out = run(text % (w1, w2, w3), "lift-constants,fuse-conv-affine,fuse-conv-bias,dead-code", x=x)
     assert op_types(out) == ["Conv", "HardSwish", "Mul", "Add", "Conv"]
+
+
+def test_rules_are_dropped_only_for_ops_every_match_needs() -> None:
+    """A rule is skipped when the model lacks an op on its pattern's plain path from the root; ops inside
+    OrValue alternatives are not required (LayerNorm's square may be Mul or Pow, its division Div or
+    Mul(Reciprocal))."""
+    from onnxpress.irpasses.fusion.fuse_layernorm import LayerNormFromMoments
+    from onnxpress.irpasses.fusion.rewrite import applicable, required_ops
+
+    assert required_ops(LayerNormFromMoments.rule()) == {"Mul"}
+    (fuse_matmul_add,) = build_passes("fuse-matmul-add")
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 3] x, float[2, 3] z) => (float[2, 3] y) {
+        y = Add(x, z)
+    }
+    """
+    model = parse_model(text)
+    rules = fuse_matmul_add.rules(model, None)
+    assert {frozenset(required_ops(r)) for r in rules} >= {frozenset({"MatMul", "Add"})}
+    assert applicable(rules, model) == []  # Add alone: every MatMul+Add rule is skipped

@@ -266,6 +266,29 @@ def test_dynamic_quant_smooths_only_the_layers_it_quantizes_in_full() -> None:
     assert len(smooth) == 1 and smooth[0].outputs[0].consumers()[0].op_type == "DynamicQuantizeLinear"
 
 
+def test_outlier_channels_take_a_float_path_and_stop_setting_the_int8_step() -> None:
+    """Three channels at 60x the others: dynamic-quant{outliers=6} multiplies them in float (Gather -> MatMul
+    -> Add), masks them out of the int8 input and zeroes their int8 weight rows; the rest keeps a fine step."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((12, 1, 6, 256)).astype(np.float32)
+    x[..., [3, 17, 40]] *= 60.0
+    calibration, held_out = {"x": x[:8]}, x[8:]
+    model = _two_consumer_matmuls(k=256, n=256)
+    reference = onnxpress.load(model)
+    errors = {}
+    for label, options in (("plain", ""), ("outliers", ",outliers=6")):
+        out, _ = onnxpress.optimize(onnxpress.load(model), f"dynamic-quant{{min_elements=16{options}}}", samples=calibration, verify="off")
+        errors[label] = sum(np.linalg.norm(run(out, x=h)[0] - run(reference, x=h)[0]) for h in held_out)
+    assert errors["outliers"] < 0.2 * errors["plain"], errors
+    gathers = [n for n in out.graph if n.op_type == "Gather"]
+    assert len(gathers) == 2 and all(g.inputs[0].name == "x" for g in gathers)  # both MatMuls read the original x
+    assert gathers[0].inputs[1].const_value.numpy().tolist() == [3, 17, 40]
+    masked = next(n for n in out.graph if n.name == "x_smooth").inputs[1].const_value.numpy()
+    assert masked[[3, 17, 40]].tolist() == [0, 0, 0] and np.all(np.delete(masked, [3, 17, 40]) == 1)
+    int8 = next(n for n in out.graph if n.op_type == "MatMulInteger").inputs[1].const_value.numpy()
+    assert not int8[[3, 17, 40]].any()
+
+
 def test_small_layers_keep_float_activations_and_int8_weights_folded_at_load(tmp_path) -> None:
     """onnxruntime's cost model: below min_macs / min_intensity a layer gets no Q/DQ, only int8 weights behind
     Cast*scale, which onnxruntime folds into float constants when the session loads."""
