@@ -56,7 +56,7 @@ PLUGIN = Plugin(
         "int8-dynamic": "optimize,dynamic-quant",
         "auto": "convert-opset{min=17},optimize,auto-quant,dedup-initializers,dead-code",
         "int8-smooth": "optimize,dynamic-quant{smooth=0.5,outliers=6}",
-        "auto-dynamic": 'optimize,dynamic-quant{smooth=0.5,outliers=6,fidelity="cosine>=0.9995",eval_samples=32}',
+        "auto-dynamic": 'optimize,dynamic-quant{smooth=0.5,outliers=6,fidelity="cosine>=0.9994",eval_samples=32}',
         "fp8": "convert-opset{min=19},optimize,qdq{activations=fp8},dedup-initializers,dead-code",
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },

@@ -47,10 +47,11 @@ class AutoQuant(Pass):
     needs = frozenset({CONSTANTS_LIFTED})
     keeps = frozenset({TOPO_SORTED, CONSTANTS_LIFTED})
     fidelity: str = ""
-    """The target; empty: cosine>=0.995 for static, cosine>=0.9995 for dynamic (the levels at which each met
-    the task metrics on the project's real models: det mask IoU 0.99; MiniLM nearest-neighbour retrieval
-    agreement 0.98, where 5 of 320 held-out sentences have their two nearest neighbours within 0.2 %: mean
-    cosine 0.9992 kept 0.975-0.978 of them, 0.9996 kept 0.981-0.991)."""
+    """The target; empty: cosine>=0.995 for static, cosine>=0.9994 for dynamic. Static: where det's mask IoU
+    reached 0.99. Dynamic: MiniLM's nearest-neighbour retrieval over 320 held-out sentences, 5 of which have
+    their two nearest neighbours within 0.2 %, is 0.97-0.99 at any held-out mean cosine near 0.9995 (which
+    near-ties flip changes with the graph form); 0.9993 / 0.9994 / 0.9995 measured 0.54x / 0.56x / 0.70x
+    float latency. Chosen on that benchmark; a task metric (Python ``metric=``) is the better target."""
     eval_samples: int = 0
     """Samples that judge fidelity; 0: 8 for static, 32 for dynamic (a transformer's worst sentence varies
     more than a CNN's worst page)."""
@@ -88,7 +89,7 @@ class AutoQuant(Pass):
             chosen = QDQ(fidelity=self.fidelity or "cosine>=0.995", eval_samples=self.eval_samples or 8, cost_model=self.cost_model)
         else:
             chosen = DynamicQuant(
-                fidelity=self.fidelity or "cosine>=0.9995", eval_samples=self.eval_samples or 32, smooth=self.smooth, outliers=self.outliers
+                fidelity=self.fidelity or "cosine>=0.9994", eval_samples=self.eval_samples or 32, smooth=self.smooth, outliers=self.outliers
             )
         result = chosen.run(model, ctx)
         ctx.extra.setdefault("quantization", {})["auto"] = {"method": method, "conv_macs": macs["conv"], "matmul_macs": macs["matmul"]}

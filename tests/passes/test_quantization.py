@@ -289,6 +289,32 @@ def test_outlier_channels_take_a_float_path_and_stop_setting_the_int8_step() -> 
     assert not int8[[3, 17, 40]].any()
 
 
+def test_weight_only_level_also_takes_outlier_channels_in_float() -> None:
+    """A layer the fidelity search sets to weight-only keeps the unsmoothed weight, but its outlier channels
+    are masked out of the int8 weight and the input (MatMulNBits quantizes activations per block of 32)
+    and multiplied in float, as at full level."""
+    from onnxpress.irpasses.core import PassContext
+    from onnxpress.irpasses.quant.dynamic import DynamicQuant
+    from onnxpress.irpasses.quant.sensitivity import FULL, REDUCED
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((8, 1, 6, 256)).astype(np.float32)
+    x[..., [3, 17, 40]] *= 60.0
+    model = onnxpress.load(_two_consumer_matmuls(k=256, n=256))
+    reference = onnxpress.load(_two_consumer_matmuls(k=256, n=256))
+    quant = DynamicQuant(min_elements=16, smooth=0.5, outliers=6)
+    quant._cache, quant._scaling = {}, quant._plan_scaling(model, PassContext(samples=[{"x": s} for s in x]))
+    quant._quantize(model, {"mm1": REDUCED, "mm2": FULL})
+    ops = [n.op_type for n in model.graph]
+    assert ops.count("Gather") == 2 and ops.count("DequantizeLinear") == 1 and ops.count("DynamicQuantizeLinear") == 1
+    mask = next(n for n in model.graph if n.name == "x_outlier_mask")
+    assert mask.outputs[0].consumers()[0].op_type == "MatMul"  # the weight-only MatMul reads the masked x
+    weight = next(n for n in model.graph if n.op_type == "DequantizeLinear").inputs[0].const_value.numpy()
+    assert not weight[[3, 17, 40]].any()
+    error = np.linalg.norm(run(model, x=x[0])[0] - run(reference, x=x[0])[0]) / np.linalg.norm(run(reference, x=x[0])[0])
+    assert error < 0.01, error
+
+
 def test_small_layers_keep_float_activations_and_int8_weights_folded_at_load(tmp_path) -> None:
     """onnxruntime's cost model: below min_macs / min_intensity a layer gets no Q/DQ, only int8 weights behind
     Cast*scale, which onnxruntime folds into float constants when the session loads."""
