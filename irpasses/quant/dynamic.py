@@ -244,34 +244,33 @@ class DynamicQuant(Pass):
 
         builder = _Builder(model, self._cache)
         saved = matmuls = tables = 0
-        scaled: dict[str, ir.Value] = {}
+        shared: dict[str, ir.Value] = {}
+
+        def scaled_input(x: ir.Value, factors: np.ndarray, label: str) -> tuple[ir.Value, list[ir.Node]]:
+            """x * factors, one Mul per input and label shared by its layers: (value, the Mul if it is new)."""
+            key = f"{x.name}_{label}"
+            if key in shared:
+                return shared[key], []
+            mul = smoothing_mul(model.graph, x, factors, factors, name=key)
+            shared[key] = mul.outputs[0]
+            return mul.outputs[0], [mul]
+
         for node in self._layers(model):
             level = FULL if levels is None else levels.get(node.name, FLOAT)
+            scaling = self._scaling.get(node.inputs[0].name)
             if level == FULL:
-                x = node.inputs[0]
-                scaling = self._scaling.get(x.name)
                 if scaling is None:
                     saved += quantize_matmul(builder, node)
                 else:
-                    before = [] if x.name in scaled else [smoothing_mul(model.graph, x, scaling.rows, scaling.inverse)]
-                    if before:
-                        scaled[x.name] = before[0].outputs[0]
-                    saved += quantize_matmul(builder, node, (scaled[x.name], scaling, before))
+                    value, before = scaled_input(node.inputs[0], scaling.inverse, "smooth")
+                    saved += quantize_matmul(builder, node, (value, scaling, before))
                 matmuls += 1
             elif level == REDUCED:
-                x = node.inputs[0]
-                scaling = self._scaling.get(x.name)
                 if scaling is None or not scaling.outliers.size:
                     saved += weight_only_matmul(builder, node)
-                else:
-                    key = f"{x.name} masked"
-                    mask = np.ones(scaling.rows.size, dtype=np.float32)
-                    mask[scaling.outliers] = 0.0
-                    before = [] if key in scaled else [smoothing_mul(model.graph, x, mask, mask)]
-                    if before:
-                        before[0].name, before[0].outputs[0].name = f"{x.name}_outlier_mask", f"{x.name}_masked"
-                        scaled[key] = before[0].outputs[0]
-                    saved += weight_only_matmul(builder, node, (scaled[key], scaling.outliers, before))
+                else:  # unsmoothed, only the outlier channels masked
+                    value, before = scaled_input(node.inputs[0], (scaling.rows != 0).astype(np.float32), "outlier_mask")
+                    saved += weight_only_matmul(builder, node, (value, scaling.outliers, before))
         if self.embeddings:
             for node in embedding_layers(model, self.min_elements):
                 saved += quantize_embedding(builder, node)

@@ -71,12 +71,14 @@ class SmoothQuant(Pass):
         return self.result(model, bool(factors), inputs_smoothed=len(factors), matmuls=sum(len(g[1]) for g in groups.values()))
 
 
-def smoothing_mul(graph: ir.Graph, x: ir.Value, s: np.ndarray, inverse: np.ndarray | None = None) -> ir.Node:
-    """x / s (or x * ``inverse`` where given) as one Mul, not yet inserted: the input smoothed weights expect."""
+def smoothing_mul(graph: ir.Graph, x: ir.Value, s: np.ndarray, inverse: np.ndarray | None = None, name: str | None = None) -> ir.Node:
+    """x / s (or x * ``inverse`` where given) as one Mul named ``name`` (default x_smooth), not yet inserted:
+    the input smoothed weights expect."""
     inverse = (1.0 / s) if inverse is None else inverse
-    constant = add_constant(graph, f"{x.name}_smooth_inverse", inverse.astype(np.float32))
-    mul = ir.node("Mul", [x, constant], name=f"{x.name}_smooth")
-    mul.outputs[0].name = f"{x.name}_smoothed"
+    name = name or f"{x.name}_smooth"
+    constant = add_constant(graph, f"{name}_factors", inverse.astype(np.float32))
+    mul = ir.node("Mul", [x, constant], name=name)
+    mul.outputs[0].name = f"{name}_out"
     mul.outputs[0].type, mul.outputs[0].shape = x.type, x.shape
     return mul
 
