@@ -296,7 +296,7 @@ class DynamicQuant(Pass):
         """Per input of the layers: smoothing factors and outlier channels, from one calibration pass."""
         from onnxpress.irpasses.quant.smooth_quant import channel_maxima, input_groups, smoothing_factors, weight_row_maxima
 
-        groups = input_groups(self._layers(model))
+        groups = input_groups([n for n in self._layers(model) if n.inputs[0].name])  # statistics are fetched by name
         plans = {}
         for name, act_max in channel_maxima(model, ctx, groups, self.name).items():
             s = smoothing_factors(act_max, weight_row_maxima(groups[name][1]), self.smooth) if self.smooth else np.ones(act_max.size, np.float32)
