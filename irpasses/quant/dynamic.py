@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant.qparams import add_constant, quantize_weight, replace_node
@@ -232,6 +233,10 @@ class DynamicQuant(Pass):
 
         if self.fidelity and self.metric is None:
             resolve_metric(self.fidelity, None)  # a bad target fails when the pipeline is built, not after calibration
+        if not 0.0 <= self.smooth <= 1.0:
+            raise PassOptionError(f"dynamic-quant: smooth={self.smooth} is not a SmoothQuant alpha", hint="use 0 (off) to 1; 0.5 is the usual")
+        if self.outliers < 0:
+            raise PassOptionError(f"dynamic-quant: outliers={self.outliers} is negative", hint="0 turns it off; 6 takes channels above 6x the median")
 
     def _layers(self, model: ir.Model) -> list[ir.Node]:
         from onnxpress.irpasses.quant.placement import _matches

@@ -452,3 +452,9 @@ def test_layers_inside_if_bodies_are_named_not_silently_skipped(caplog) -> None:
         assert "If/Loop/Scan" in caplog.text
         assert op_types(onnxpress.load(out)) == ["If"]
         caplog.clear()
+
+
+@pytest.mark.parametrize("options", ["smooth=1.5", "outliers=-2"])
+def test_dynamic_quant_refuses_meaningless_smoothing_options(options: str) -> None:
+    with pytest.raises(onnxpress.OnnxpressError, match="dynamic-quant"):
+        onnxpress.optimize(onnxpress.load(_two_consumer_matmuls()), f"dynamic-quant{{{options}}}", verify="off")
