@@ -37,17 +37,22 @@ def _const_matrix(value: ir.Value | None, min_elements: int) -> np.ndarray | Non
     return tensor.numpy()
 
 
-def matmul_layers(model: ir.Model, min_elements: int) -> list[ir.Node]:
+def _nodes(model: ir.Model, nested: bool) -> Any:
+    return ir.traversal.RecursiveGraphIterator(model.graph) if nested else model.graph
+
+
+def matmul_layers(model: ir.Model, min_elements: int, nested: bool = False) -> list[ir.Node]:
+    """MatMuls with a constant 2-D float weight; ``nested``: also inside If/Loop/Scan bodies."""
     return [
-        n for n in model.graph
+        n for n in _nodes(model, nested)
         if n.op_type == "MatMul" and n.domain in ("", "ai.onnx") and _const_matrix(n.inputs[1], min_elements) is not None
         and n.inputs[0] is not None and n.inputs[0].dtype in (ir.DataType.FLOAT, None)
     ]
 
 
-def embedding_layers(model: ir.Model, min_elements: int) -> list[ir.Node]:
+def embedding_layers(model: ir.Model, min_elements: int, nested: bool = False) -> list[ir.Node]:
     return [
-        n for n in model.graph
+        n for n in _nodes(model, nested)
         if n.op_type == "Gather" and n.domain in ("", "ai.onnx") and n.attributes.get_int("axis", 0) == 0
         and _const_matrix(n.inputs[0], min_elements) is not None
     ]
@@ -72,7 +77,9 @@ class _Builder:
         return add_constant(self.graph, name, array)
 
     def replace(self, node: ir.Node, new_nodes: list[ir.Node]) -> None:
-        replace_node(self.graph, node, new_nodes)
+        """In the node's own graph (a body, for nested layers); new constants stay in the main graph, which
+        bodies may read as outer-scope values."""
+        replace_node(node.graph, node, new_nodes)
 
 
 def _int8_columns(builder: _Builder, node: ir.Node, rows: np.ndarray | None = None, variant: str = "scaled rows") -> tuple[str, ir.Value, ir.Value, ir.Value, int]:
@@ -238,10 +245,15 @@ class DynamicQuant(Pass):
         if self.outliers < 0:
             raise PassOptionError(f"dynamic-quant: outliers={self.outliers} is negative", hint="0 turns it off; 6 takes channels above 6x the median")
 
+    def _nested(self) -> bool:
+        """Layers inside If/Loop/Scan bodies are quantized when nothing needs their activations (no smoothing,
+        outliers or search: onnxruntime cannot expose a body's intermediate values for calibration)."""
+        return not (self.smooth or self.outliers or self.fidelity or self.metric is not None)
+
     def _layers(self, model: ir.Model) -> list[ir.Node]:
         from onnxpress.irpasses.quant.placement import _matches
 
-        return [n for n in matmul_layers(model, self.min_elements) if _matches(n, self.exclude) is None]
+        return [n for n in matmul_layers(model, self.min_elements, self._nested()) if _matches(n, self.exclude) is None]
 
     def _quantize(self, model: ir.Model, levels: Mapping[str, str] | None) -> tuple[int, int, int]:
         """Quantize every layer (``levels`` None) or each at its level: full (dynamic), reduced (weight-only)."""
@@ -277,7 +289,7 @@ class DynamicQuant(Pass):
                     value, before = scaled_input(node.inputs[0], (scaling.rows != 0).astype(np.float32), "outlier_mask")
                     saved += weight_only_matmul(builder, node, (value, scaling.outliers, before))
         if self.embeddings:
-            for node in embedding_layers(model, self.min_elements):
+            for node in embedding_layers(model, self.min_elements, self._nested()):
                 saved += quantize_embedding(builder, node)
                 tables += 1
         if matmuls or tables:

@@ -209,12 +209,13 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
 
 def warn_if_nested(model: ir.Model, ctx: Any, pass_name: str, ops: frozenset[str] = ANCHOR_OPS) -> int:
     """When a quantization pass found nothing in the main graph, say whether layers sit in If/Loop/Scan
-    bodies, which the passes do not enter (silero-vad keeps its whole network in an If): a user should hear
-    why the model came back unchanged. Returns how many there are."""
+    bodies, which passes that need activation statistics do not enter (onnxruntime cannot expose a body's
+    intermediate values; silero-vad keeps its whole network in an If): a user should hear why the model came
+    back unchanged. Returns how many there are."""
     nested = sum(1 for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type in ops and n.graph is not model.graph)
     if nested:
         ctx.logger.warning(
             "%s: nothing to quantize in the main graph; %d %s layers sit inside If/Loop/Scan bodies, which "
-            "quantization does not enter", pass_name, nested, "/".join(sorted(ops)),
+            "it does not enter with these options (plain dynamic-quant does)", pass_name, nested, "/".join(sorted(ops)),
         )
     return nested

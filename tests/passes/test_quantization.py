@@ -432,7 +432,8 @@ def test_measured_cost_model_times_each_layer_float_against_fused_int8(tmp_path)
 
 
 def test_layers_inside_if_bodies_are_named_not_silently_skipped(caplog) -> None:
-    """silero-vad keeps its whole network in an If: the passes do not enter bodies, and say so."""
+    """silero-vad keeps its whole network in an If: passes that need activation statistics do not enter
+    bodies, and say so; plain dynamic quantization does enter them."""
     import logging
 
     w = numpy_helper.from_array(RNG.standard_normal((64, 64)).astype(np.float32), "w")
@@ -445,13 +446,23 @@ def test_layers_inside_if_bodies_are_named_not_silently_skipped(caplog) -> None:
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     samples = {"x": RNG.standard_normal((2, 2, 64)).astype(np.float32), "c": np.array([True, False])}
-    for pipeline in ("qdq", "dynamic-quant"):
+    for pipeline in ("qdq", "dynamic-quant{smooth=0.5}"):  # both need the body's activations
         with caplog.at_level(logging.WARNING, logger="onnxpress"):
             out, report = onnxpress.optimize(proto, pipeline, samples=samples, verify="off")
         assert "1 Conv/Gemm/MatMul" in caplog.text or "1 Gather/MatMul" in caplog.text, pipeline
         assert "If/Loop/Scan" in caplog.text
         assert op_types(onnxpress.load(out)) == ["If"]
         caplog.clear()
+    # plain dynamic quantization needs no statistics: it enters the body
+    out, report = onnxpress.optimize(proto, "dynamic-quant", verify="off")
+    assert report.records[-1].stats["matmuls_quantized"] == 1
+    model = onnxpress.load(out)
+    then_ops = [n.op_type for n in model.graph.node(0).attributes["then_branch"].value]
+    assert "MatMulInteger" in then_ops and "MatMul" not in then_ops
+    reference = onnxpress.load(proto)
+    for x, c in zip(samples["x"], samples["c"]):
+        got, want = run(model, x=x, c=c)[0], run(reference, x=x, c=c)[0]
+        assert cosine(got, want) > 0.999, c
 
 
 @pytest.mark.parametrize("options", ["smooth=1.5", "outliers=-2"])
