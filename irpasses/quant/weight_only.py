@@ -208,8 +208,10 @@ class WeightOnly(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         form = self.format if self.format != "auto" else ("nbits" if ctx.target == "ort" else "qdq")
         self._check_format(model, ctx, form)
-        matmuls, gathers = self._layers(model)
         method = self.method if self.method != "auto" else ("gptq" if ctx.samples is not None else "rtn")
+        # bodies of If/Loop/Scan only where nothing needs their activations (onnxruntime cannot expose them)
+        self._enter_bodies = method == "rtn" and not self.fidelity and self.metric is None
+        matmuls, gathers = self._layers(model)
         searching = (bool(self.fidelity) or self.metric is not None) and bool(matmuls or gathers)
         widths = sorted({self.bits, 8}) if searching else [self.bits]
         fit: Any = None
@@ -241,8 +243,9 @@ class WeightOnly(Pass):
         )
 
     def _layers(self, model: ir.Model) -> tuple[list[ir.Node], list[ir.Node]]:
-        matmuls = [n for n in model.graph if self._weight(n, "MatMul", 1) is not None]
-        gathers = [n for n in model.graph if self.embeddings and self._weight(n, "Gather", 0) is not None]
+        nodes = list(ir.traversal.RecursiveGraphIterator(model.graph) if getattr(self, "_enter_bodies", False) else model.graph)
+        matmuls = [n for n in nodes if self._weight(n, "MatMul", 1) is not None]
+        gathers = [n for n in nodes if self.embeddings and self._weight(n, "Gather", 0) is not None]
         return matmuls, gathers
 
     def _quantize_all(
@@ -374,7 +377,7 @@ class _NBitsEmitter:
         if q.zero_points is not None:
             inputs.append(self._constant(f"{base}_zero_points", q.zero_points))
         attributes = {"K": k, "N": n, "bits": bits, "block_size": o.block, "accuracy_level": o.accuracy_level}
-        replace_node(self.model.graph, node, [ir.node("MatMulNBits", inputs, domain="com.microsoft", name=f"{node.name or base}_nbits", attributes=attributes)])
+        replace_node(node.graph, node, [ir.node("MatMulNBits", inputs, domain="com.microsoft", name=f"{node.name or base}_nbits", attributes=attributes)])
         return weight.nbytes - q.packed.nbytes - q.scales.nbytes
 
     def gather(self, node: ir.Node, q: BlockQuantized) -> int:
@@ -390,7 +393,7 @@ class _NBitsEmitter:
         if q.zero_points is not None:
             inputs.append(self._constant(f"{base}_zero_points", q.zero_points.reshape(rows, -1)))
         attributes = {"gather_axis": 0, "quantize_axis": 1, "block_size": o.block, "bits": bits}
-        replace_node(self.model.graph, node, [ir.node("GatherBlockQuantized", inputs, domain="com.microsoft", name=f"{node.name or base}_q", attributes=attributes)])
+        replace_node(node.graph, node, [ir.node("GatherBlockQuantized", inputs, domain="com.microsoft", name=f"{node.name or base}_q", attributes=attributes)])
         return table.nbytes - q.packed.nbytes - q.scales.nbytes
 
     def _constant(self, name: str, array: np.ndarray) -> ir.Value:
@@ -431,7 +434,7 @@ class _QDQEmitter(_NBitsEmitter):
         dq = ir.node(
             "DequantizeLinear", [g.outputs[0] for g in gathers], name=f"{base}_dequantize", attributes={"axis": -1, "block_size": o.block}
         )
-        replace_node(self.model.graph, node, [*gathers, dq])
+        replace_node(node.graph, node, [*gathers, dq])
         return table.nbytes - stored.nbytes - scales.nbytes
 
     def _dequantize(self, base: str, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, axis: int, dtype: np.dtype) -> ir.Value:

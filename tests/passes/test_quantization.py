@@ -463,6 +463,18 @@ def test_layers_inside_if_bodies_are_named_not_silently_skipped(caplog) -> None:
     for x, c in zip(samples["x"], samples["c"]):
         got, want = run(model, x=x, c=c)[0], run(reference, x=x, c=c)[0]
         assert cosine(got, want) > 0.999, c
+    # so does round-to-nearest weight-only, in both of its forms
+    for pipeline, target in (("weight-only{method=rtn}", "ort"), ("convert-opset{min=21},weight-only{method=rtn}", None)):
+        out, report = onnxpress.optimize(proto, pipeline, verify="off", target=target)
+        assert report.records[-1].stats["matmuls_quantized"] == 1, pipeline
+        model = onnxpress.load(out)
+        body = list(next(n for n in model.graph if n.op_type == "If").attributes["then_branch"].value)
+        if target == "ort":
+            assert [n.op_type for n in body] == ["MatMulNBits"]
+        else:  # the blocked DequantizeLinear sits in the main graph; the body's MatMul reads it from outside
+            assert body[0].op_type == "MatMul" and body[0].inputs[1].producer().op_type == "DequantizeLinear"
+        for x, c in zip(samples["x"], samples["c"]):
+            assert cosine(run(model, x=x, c=c)[0], run(reference, x=x, c=c)[0]) > 0.99, (pipeline, c)
 
 
 @pytest.mark.parametrize("options", ["smooth=1.5", "outliers=-2"])
