@@ -311,7 +311,12 @@ class DynamicQuant(Pass):
 
     def _plan_scaling(self, model: ir.Model, ctx: PassContext) -> dict[str, InputScaling]:
         """Per input of the layers: smoothing factors and outlier channels, from one calibration pass."""
-        from onnxpress.irpasses.quant.smooth_quant import channel_maxima, input_groups, smoothing_factors, weight_row_maxima
+        from onnxpress.irpasses.quant.smooth_quant import (
+            channel_maxima,
+            input_groups,
+            smoothing_factors,
+            weight_row_maxima,
+        )
 
         groups = input_groups([n for n in self._layers(model) if n.inputs[0].name])  # statistics are fetched by name
         plans = {}

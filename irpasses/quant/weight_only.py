@@ -72,6 +72,28 @@ def unpack(packed: np.ndarray, bits: int) -> np.ndarray:
     return np.stack([low, high], axis=-1).reshape(*packed.shape[:-1], -1)
 
 
+class _ScaleSearch:
+    """The best symmetric scale found so far for each block of ``part`` (written into ``chosen``)."""
+
+    def __init__(self, part: np.ndarray, top: np.ndarray, half: int, chosen: np.ndarray) -> None:
+        self.part, self.top, self.half, self.chosen = part, top, half, chosen
+        self.error = np.full(top.shape, np.inf, dtype=np.float32)
+        self.ratio = np.ones(top.shape, dtype=np.float32)
+
+    def attempt(self, ratio: np.ndarray | np.float32) -> None:
+        """Try scale = max|w| * ratio / half (one ratio, or one per block); keep it where the error drops."""
+        scale = self.top * (ratio / np.float32(self.half))
+        q = np.divide(self.part, scale)
+        np.clip(np.rint(q, out=q), -self.half, self.half - 1, out=q)
+        np.multiply(q, scale, out=q)
+        np.subtract(q, self.part, out=q)
+        err = np.einsum("nbk,nbk->nb", q, q)[..., None]
+        better = err < self.error
+        self.error[...] = np.where(better, err, self.error)
+        self.ratio[...] = np.where(better, ratio, self.ratio)
+        self.chosen[...] = np.where(better, scale, self.chosen)
+
+
 def _best_symmetric_scale(w: np.ndarray, bits: int, coarse: int = 8, chunk_elements: int = 1 << 20) -> np.ndarray:
     """Per block, the scale among ratios of max|w| / 2^(bits-1) in [0.7, 2^(bits-1) / (2^(bits-1) - 1)] that
     minimizes the block's squared error (plain max|w| / (2^(bits-1) - 1) wastes the most negative level; a
@@ -88,27 +110,12 @@ def _best_symmetric_scale(w: np.ndarray, bits: int, coarse: int = 8, chunk_eleme
     rows = max(1, chunk_elements // max(1, w[0].size))
     for start in range(0, w.shape[0], rows):
         part, top = w[start : start + rows].astype(np.float32, copy=False), amax[start : start + rows]
-        best_err = np.full(top.shape, np.inf, dtype=np.float32)
-        best_ratio = np.ones(top.shape, dtype=np.float32)
-        chosen = best_scale[start : start + rows]
-
-        def attempt(ratio: np.ndarray | np.float32) -> None:
-            scale = top * (ratio / np.float32(half))
-            q = np.divide(part, scale)
-            np.clip(np.rint(q, out=q), -half, half - 1, out=q)
-            np.multiply(q, scale, out=q)
-            np.subtract(q, part, out=q)
-            err = np.einsum("nbk,nbk->nb", q, q)[..., None]
-            better = err < best_err
-            best_err[...] = np.where(better, err, best_err)
-            best_ratio[...] = np.where(better, ratio, best_ratio)
-            chosen[...] = np.where(better, scale, chosen)
-
+        best = _ScaleSearch(part, top, half, best_scale[start : start + rows])
         for ratio in ratios:
-            attempt(ratio)
-        centre = best_ratio.copy()
+            best.attempt(ratio)
+        centre = best.ratio.copy()
         for offset in (-2 / 3, -1 / 3, 1 / 3, 2 / 3):
-            attempt(centre + np.float32(offset) * step)
+            best.attempt(centre + np.float32(offset) * step)
     return best_scale
 
 

@@ -8,7 +8,6 @@ import onnx_ir as ir
 import onnxpress
 import pytest
 from onnxpress.irpasses.core import (
-    PassOptionError,
     CALIBRATED,
     TOPO_SORTED,
     Analysis,
@@ -17,6 +16,7 @@ from onnxpress.irpasses.core import (
     PassContext,
     PassFailed,
     PassManager,
+    PassOptionError,
     PipelineError,
     Registry,
     Reproducer,
