@@ -3,7 +3,8 @@
 All but MinMax pick a symmetric clipping threshold t on |x| (the range is then [-t, t]):
 - minmax: the observed [min, max];
 - percentile: the smallest t below which ``percentile`` % of |x| falls;
-- entropy: TensorRT's KL-divergence search over candidate thresholds (int8: 128 levels of |x|);
+- entropy: TensorRT's KL-divergence search over candidate thresholds (int8: 128 levels of |x|, 256 for a
+  never-negative tensor held in uint8);
 - mse: the t that minimizes the expected squared error of clipping plus rounding, estimated from the histogram.
 """
 
@@ -35,17 +36,25 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def entropy(h: TensorHistogram, levels: int = 128, stride: int = 16) -> tuple[float, float]:
-    """TensorRT's entropy calibration: the threshold whose quantized distribution diverges least from the data."""
-    counts = h.counts
+    """TensorRT's entropy calibration: the threshold whose quantized distribution diverges least from the data.
+
+    The reference P is the histogram up to a candidate threshold with the clipped mass folded into its last
+    bin; the candidate Q is the same bins *without* that mass, merged into ``levels`` and spread back. Building
+    Q from P would give KL 0 at the smallest threshold (one bin per level) and clip everything. Exact zeros
+    (half of a Relu output) are representable at any threshold, so the zero bin is flattened to its
+    neighbour's count, as NVIDIA's pytorch-quantization does, instead of dominating the divergence.
+    """
+    counts = h.counts.astype(np.float64)
     if counts.sum() == 0:
         return 0.0, 0.0
+    if counts.size > 1:
+        counts[0] = counts[1]
     best_t, best_kl = h.top, np.inf
     for i in range(levels, h.bins + 1, stride):
         reference = counts[:i].copy()
         reference[i - 1] += counts[i:].sum()  # clipped mass lands in the last bin
-        chunks = np.array_split(reference, levels)
         expanded = []
-        for chunk in chunks:
+        for chunk in np.array_split(counts[:i], levels):
             nonzero = np.count_nonzero(chunk)
             value = chunk.sum() / nonzero if nonzero else 0.0
             expanded.append(np.where(chunk > 0, value, 0.0))

@@ -25,7 +25,13 @@ from onnxpress.irpasses.quant import calibrators
 from onnxpress.irpasses.quant.collect import collect_histograms
 from onnxpress.irpasses.quant.data import calibration_samples
 from onnxpress.irpasses.quant.histogram import TensorHistogram
-from onnxpress.irpasses.quant.placement import Placement, Site, place, saturation_window, warn_if_nested
+from onnxpress.irpasses.quant.placement import (
+    Placement,
+    Site,
+    place,
+    saturation_window,
+    warn_if_nested,
+)
 from onnxpress.irpasses.quant.qparams import (
     QParams,
     activation_qparams,
@@ -90,10 +96,14 @@ def calibration_stats(
     return cache
 
 
-def tensor_range(h: TensorHistogram, calibrator: str, percentile: float) -> tuple[float, float]:
-    """The calibrator's range, clipped to what was observed (a symmetric threshold on a Relu output keeps lo=0)."""
+def tensor_range(h: TensorHistogram, calibrator: str, percentile: float, unsigned: bool = True) -> tuple[float, float]:
+    """The calibrator's range, clipped to what was observed (a symmetric threshold on a Relu output keeps lo=0).
+
+    ``unsigned``: activations are uint8 with a zero point, so a never-negative tensor has 256 codes (entropy)."""
     if calibrator == "percentile":
         lo, hi = calibrators.percentile(h, percentile)
+    elif calibrator == "entropy":
+        lo, hi = calibrators.entropy(h, levels=256 if unsigned and h.minimum >= 0 else 128)
     else:
         lo, hi = calibrators.CALIBRATORS[calibrator](h)
     return max(lo, min(h.minimum, 0.0)), min(hi, max(h.maximum, 0.0))
@@ -321,7 +331,7 @@ class QDQ(Pass):
             h = stats.get(value.name)
             if h is None or h.seen == 0 or not h.binned:
                 raise DataError(f"no calibration statistics for tensor '{value.name}' (it was never computed on the samples)")
-            lo, hi = tensor_range(h, self.calibrator, self.percentile)
+            lo, hi = tensor_range(h, self.calibrator, self.percentile, unsigned=self.activations == "uint8")
             window = saturation_window(value)
             if window is not None:  # range the consumers cannot see is wasted precision
                 lo, hi = max(lo, window[0]), min(hi, window[1])

@@ -40,6 +40,15 @@ def test_calibrators_on_known_distributions() -> None:
     # MSE weighs the two outliers' squared error (~2,250) against rounding error over 200k values, so it
     # clips less than KL, but still below the maximum
     assert e < m < 40.0
+    # KL must penalize clipping: on a uniform distribution every value above the threshold is lost mass, so
+    # the threshold stays near the maximum (a candidate built from the clipped reference scores KL 0 at the
+    # smallest threshold and picks it); a Relu-like tensor's exact zeros must not pull it down either
+    uniform = TensorHistogram()
+    uniform.update(RNG.uniform(-3, 3, 200_000))
+    assert calibrators.entropy(uniform)[1] > 2.7
+    relu = TensorHistogram()
+    relu.update(np.maximum(RNG.standard_normal(200_000), 0.0))
+    assert 2.0 < calibrators.entropy(relu)[1] < 5.0
     laplace = TensorHistogram()
     laplace.update(RNG.laplace(size=200_000))
     _, m_laplace = calibrators.mse(laplace)
