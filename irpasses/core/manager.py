@@ -397,19 +397,9 @@ def _run_checker(model: ir.Model) -> str:
     serialization was the peak of a 4-bit MiniLM run, +108 MB. Our serializer writes the tensors themselves."""
     import onnx
 
-    from onnxpress.irpasses.core.snapshot import snapshot
+    from onnxpress.irpasses.core.snapshot import weightless
 
-    large = [n for n, v in model.graph.initializers.items() if v.const_value is not None and v.const_value.nbytes >= 1024]
-    structure = model
-    if large:
-        structure = snapshot(model)
-        for name in large:
-            value = structure.graph.initializers.pop(name)
-            tensor = value.const_value
-            value.type, value.shape = ir.TensorType(tensor.dtype), ir.Shape(tensor.shape)
-            value.const_value = None
-            if not value.is_graph_input():
-                structure.graph.inputs.append(value)
+    structure = weightless(model)
     try:
         onnx.checker.check_model(ir.to_proto(structure))
     except onnx.checker.ValidationError as err:

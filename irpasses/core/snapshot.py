@@ -35,3 +35,19 @@ def with_placeholders(model: ir.Model, names: Iterable[str]) -> ir.Model:
             shape=tensor.shape, name=name, base_dir=tempfile.gettempdir(),
         )
     return clone
+
+
+def weightless(model: ir.Model, min_bytes: int = 1024) -> ir.Model:
+    """A structural copy whose weights of ``min_bytes`` or more are typed graph inputs instead: what onnx's
+    checker and shape inference need, at a fraction of the proto's size (the checker wants external data as
+    real files, so placeholders will not do)."""
+    copy = snapshot(model)
+    for name in [n for n, v in copy.graph.initializers.items() if v.const_value is not None and v.const_value.nbytes >= min_bytes]:
+        value = copy.graph.initializers.pop(name)
+        tensor = value.const_value
+        value.type, value.shape = ir.TensorType(tensor.dtype), ir.Shape(tensor.shape)
+        value.const_value = None
+        if not value.is_graph_input():
+            copy.graph.inputs.append(value)
+    return copy
+

@@ -80,9 +80,41 @@ class ShapeOf:
 
 
 def tensor_shapes(model: ir.Model, sample: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """Shapes of the named tensors on one sample (one run of the model)."""
-    shapes = stream_statistics(model, [sample], {n: ShapeOf() for n in names}, show_progress=False)
-    return {name: s.shape for name, s in shapes.items()}
+    """Shapes of the named tensors on one sample: from ONNX shape inference with the sample's input shapes
+    (milliseconds), and from one run of the model (sessions to build) for those inference leaves unknown."""
+    shapes = inferred_shapes(model, {k: np.shape(v) for k, v in sample.items()}, names)
+    unresolved = [n for n in names if n not in shapes]
+    if unresolved:
+        ran = stream_statistics(model, [sample], {n: ShapeOf() for n in unresolved}, show_progress=False)
+        shapes.update({name: s.shape for name, s in ran.items()})
+    return {name: shapes[name] for name in names}
+
+
+def inferred_shapes(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]], names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The static shapes of those of ``names`` that ONNX shape inference resolves when the graph's inputs have
+    ``input_shapes`` (none when inference fails); the model is not touched."""
+    import onnx
+
+    from onnxpress.irpasses.core.snapshot import weightless
+
+    structure = weightless(model)
+    for value in structure.graph.inputs:
+        if value.name in input_shapes:
+            value.shape = ir.Shape(input_shapes[value.name])
+    for node in ir.traversal.RecursiveGraphIterator(structure.graph):
+        for value in node.outputs:  # shapes recorded for other inputs (-1, symbols) would conflict
+            value.shape = None
+    try:
+        proto = onnx.shape_inference.infer_shapes(ir.to_proto(structure), strict_mode=True, data_prop=True)
+    except Exception:  # noqa: BLE001 - any failure of inference means: run the model instead
+        return {}
+    known: dict[str, tuple[int, ...]] = {name: tuple(shape) for name, shape in input_shapes.items()}
+    graph = proto.graph
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        tensor = info.type.tensor_type
+        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
+            known.setdefault(info.name, tuple(d.dim_value for d in tensor.shape.dim))
+    return {name: known[name] for name in names if name in known}
 
 
 Stats = TypeVar("Stats", bound=Accumulator)

@@ -109,3 +109,26 @@ def test_real_cnn_pieces_match_the_whole_run(budget: int) -> None:
     pieces.run(model, pieces.plan(model, wanted, sizes, byte_budget=budget), sample, got.__setitem__, make_session)
     for name in wanted:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_shapes_from_inference_equal_a_run_and_the_rest_come_from_a_run() -> None:
+    """The cost model's activation sizes come from shape inference with the sample's input shapes (PP-OCR cls,
+    dynamic batch and width, after cleanup): equal to a run's; what inference cannot resolve comes from a run."""
+    from onnxpress.irpasses.quant.collect import ShapeOf, activation_tensors, inferred_shapes, stream_statistics
+    from onnxpress.tools import real_models as R
+
+    model, _ = onnxpress.optimize(onnxpress.load(str(R.rapidocr_model("cls"))), "optimize", verify="off")
+    sample = {model.graph.inputs[0].name: RNG.standard_normal((1, 3, 48, 160)).astype(np.float32)}
+    names = activation_tensors(model)
+    ran = stream_statistics(model, [sample], {n: ShapeOf() for n in names}, show_progress=False)
+    inferred = inferred_shapes(model, {k: v.shape for k, v in sample.items()}, names)
+    assert inferred == {n: ran[n].shape for n in names}
+    assert model.graph.inputs[0].shape is not None and not model.graph.inputs[0].shape.is_static()  # untouched
+
+    # NonZero's output length depends on the data: inference leaves it symbolic, so its shape comes from a run
+    nonzero = onnxpress.load(helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("NonZero", ["r"], ["nz"]), helper.make_node("Cast", ["nz"], ["f"], to=TensorProto.FLOAT)],
+        "nz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])], [helper.make_tensor_value_info("f", TensorProto.FLOAT, None)],
+    ), opset_imports=[helper.make_opsetid("", 17)]))
+    assert inferred_shapes(nonzero, {"x": (4,)}, ["r", "f"]) == {"r": (4,)}
+    assert tensor_shapes(nonzero, {"x": np.array([1, 0, 2, 0], dtype=np.float32)}, ["r", "f"]) == {"r": (4,), "f": (1, 2)}
