@@ -396,7 +396,6 @@ def _run_checker(model: ir.Model) -> str:
     (the checker wants external data as real files, so placeholders will not do): the whole proto plus its
     serialization was the peak of a 4-bit MiniLM run, +108 MB. Our serializer writes the tensors themselves."""
     import onnx
-
     from onnxpress.irpasses.core.snapshot import weightless
 
     structure = weightless(model)

@@ -94,7 +94,6 @@ def inferred_shapes(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]]
     """The static shapes of those of ``names`` that ONNX shape inference resolves when the graph's inputs have
     ``input_shapes`` (none when inference fails); the model is not touched."""
     import onnx
-
     from onnxpress.irpasses.core.snapshot import weightless
 
     structure = weightless(model)

@@ -114,7 +114,12 @@ def test_real_cnn_pieces_match_the_whole_run(budget: int) -> None:
 def test_shapes_from_inference_equal_a_run_and_the_rest_come_from_a_run() -> None:
     """The cost model's activation sizes come from shape inference with the sample's input shapes (PP-OCR cls,
     dynamic batch and width, after cleanup): equal to a run's; what inference cannot resolve comes from a run."""
-    from onnxpress.irpasses.quant.collect import ShapeOf, activation_tensors, inferred_shapes, stream_statistics
+    from onnxpress.irpasses.quant.collect import (
+        ShapeOf,
+        activation_tensors,
+        inferred_shapes,
+        stream_statistics,
+    )
     from onnxpress.tools import real_models as R
 
     model, _ = onnxpress.optimize(onnxpress.load(str(R.rapidocr_model("cls"))), "optimize", verify="off")
