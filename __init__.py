@@ -64,13 +64,16 @@ def optimize(
     seed: int = 0,
     explain: bool = False,
     min_cosine: float | None = None,
+    sensitivity_table: bool = False,
 ) -> tuple[Any, PipelineReport]:
     """Run a pipeline (text, recipe path, or pass list) and check the result against the input.
 
     ``samples``: sample/calibration data (path to .npz or folder, dict of arrays, iterable, or callable).
     The numeric check uses its first ``check_samples`` samples; without samples it uses generated random
     inputs and warns. ``min_cosine`` judges outputs by cosine similarity instead of rtol/atol (the default for
-    pipelines with a lossy pass is 0.99). ``explain`` records, per rewrite rule, the sites that matched and the near-misses. Returns the model in the form given (ModelProto in, ModelProto out) and the report.
+    pipelines with a lossy pass is 0.99). ``explain`` records, per rewrite rule, the sites that matched and the near-misses. ``sensitivity_table``: fidelity searches score every layer for the report even when all
+    layers quantized meet the target (by default they stop there). Returns the model in the form given
+    (ModelProto in, ModelProto out) and the report.
     """
     if verify not in ("end", "each", "off"):
         raise PassOptionError(f"verify={verify!r} is not one of 'end', 'each', 'off'")
@@ -82,6 +85,8 @@ def optimize(
     ctx = PassContext(samples=sample_source, target=target, seed=seed)
     if explain:
         ctx.extra["explain"] = []
+    if sensitivity_table:
+        ctx.extra["sensitivity_table"] = True
     checks: list[PassInstrument] = []
     if verify != "off":
         if sample_source is not None:

@@ -72,6 +72,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
             registry=registry,
             explain=args.explain,
             min_cosine=args.min_cosine,
+            sensitivity_table=getattr(args, "sensitivity_table", False),
         )
     except onnxpress.OnnxpressError as err:
         if args.bisect and type(err).__name__ in ("NumericMismatchError", "VerificationError"):
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt.add_argument("--fidelity", help="fidelity target for quantization, e.g. 'cosine>=0.995' or 'max_abs<=0.01': "
                      "the most sensitive layers stay at higher precision until it holds on the calibration data")
+    opt.add_argument("--sensitivity-table", action="store_true", help="score every layer for the report's "
+                     "per-layer table (and plot) even when all layers quantized already meet the fidelity target")
     opt.add_argument("--min-cosine", type=float, help="numeric check bound for lossy pipelines (default 0.99)")
     opt.add_argument("--report", help="write the JSON report here")
     opt.add_argument("--verify-each", action="store_true", help="numeric check after every pass that changed the model")

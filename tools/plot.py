@@ -20,7 +20,7 @@ def sensitivity_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     body = report.get("report", report)
     rows = (body.get("quantization") or {}).get("sensitivity")
     if not rows:
-        raise DataError("the report holds no per-layer sensitivity table", hint="run a pipeline with a fidelity target, e.g. -p auto --report R.json")
+        raise DataError("the report holds no per-layer sensitivity table", hint="run a pipeline with a fidelity target and --sensitivity-table, e.g. -p auto --sensitivity-table --report R.json (without it, a search whose every layer quantized meets the target scores none)")
     return rows
 
 

@@ -28,7 +28,7 @@ def test_fidelity_target_reaches_the_report_and_the_plot(capsys, convnet: tuple[
     model, calib = convnet
     before = digest(model.parent)
     out, report = tmp_path / "q.onnx", tmp_path / "r.json"
-    code = main(["opt", str(model), "-o", str(out), "-p", "qdq{keep_fragile=false,min_macs=0,min_intensity=0}", "--calib", str(calib), flag, "cosine>=0.99999", "--report", str(report)])
+    code = main(["opt", str(model), "-o", str(out), "-p", "qdq{keep_fragile=false,min_macs=0,min_intensity=0}", "--calib", str(calib), flag, "cosine>=0.99999", "--report", str(report), "--sensitivity-table"])
     stdout = capsys.readouterr().out
     assert code == 0
     assert "fidelity target cosine>=0.99999: reached" in stdout and "(met)" in stdout
@@ -38,6 +38,21 @@ def test_fidelity_target_reaches_the_report_and_the_plot(capsys, convnet: tuple[
     pytest.importorskip("matplotlib")
     assert main(["plot", str(report), "-o", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_search_stops_when_every_layer_quantized_meets_the_target(capsys, convnet: tuple[Path, Path], tmp_path: Path) -> None:
+    """Without --sensitivity-table a search whose all-quantized trial meets the target scores no layer (one
+    evaluation instead of one per layer); the plot then says how to get the table."""
+    model, calib = convnet
+    out, report = tmp_path / "q.onnx", tmp_path / "r.json"
+    pipeline = "qdq{keep_fragile=false,min_macs=0,min_intensity=0}"
+    assert main(["opt", str(model), "-o", str(out), "-p", pipeline, "--calib", str(calib), "--fidelity", "cosine>=0.99999", "--report", str(report)]) == 0
+    quantization = json.loads(report.read_text())["report"]["quantization"]
+    assert quantization["sensitivity"] == [] and quantization["fidelity"]["met"] and quantization["fidelity"]["evaluations"] == 1
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(out).graph.node) >= 3  # every layer quantized
+    capsys.readouterr()
+    assert main(["plot", str(report), "-o", str(tmp_path / "s.png")]) == 2
+    assert "--sensitivity-table" in capsys.readouterr().err
 
 
 def test_fidelity_without_a_quantization_pass_is_refused(capsys, convnet: tuple[Path, Path], tmp_path: Path) -> None:
