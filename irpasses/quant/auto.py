@@ -63,6 +63,11 @@ class AutoQuant(Pass):
     method: Literal["auto", "static", "dynamic"] = "auto"
     cost_model: Literal["rule", "measured"] = "rule"
     """Static path: qdq's cost model (which layers get integer kernels)."""
+    rounding: Literal["nearest", "gptq"] = "gptq"
+    """Static path: qdq's weight rounding. GPTQ's statistics ride on the calibration runs; with it every
+    layer of PP-OCRv4 det meets the target fully quantized (IoU 0.986 vs 0.963 nearest), so the search stops
+    after one trial instead of demoting layers (41 s -> 8 s); rec's character accuracy 0.993 -> 0.990 (cosine
+    0.9965 -> 0.9971); the classifiers' results are unchanged at +0.1-0.4 s."""
 
     def __post_init__(self) -> None:
         from onnxpress.irpasses.quant.sensitivity import resolve_metric
@@ -86,7 +91,9 @@ class AutoQuant(Pass):
         )
         chosen: Pass
         if method == "static":
-            chosen = QDQ(fidelity=self.fidelity or "cosine>=0.995", eval_samples=self.eval_samples or 8, cost_model=self.cost_model)
+            chosen = QDQ(
+                fidelity=self.fidelity or "cosine>=0.995", eval_samples=self.eval_samples or 8, cost_model=self.cost_model, rounding=self.rounding
+            )
         else:
             chosen = DynamicQuant(
                 fidelity=self.fidelity or "cosine>=0.9994", eval_samples=self.eval_samples or 32, smooth=self.smooth, outliers=self.outliers

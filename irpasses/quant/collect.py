@@ -58,15 +58,33 @@ def collect_histograms(
     show_progress: bool | None = None,
     channel_axes: Mapping[str, int] | None = None,
     means_only: Sequence[str] = (),
+    also: Mapping[str, Accumulator] | None = None,
 ) -> dict[str, TensorHistogram]:
     """Histograms of every tensor in ``tensors`` (default: activations of quantizable ops) over ``samples``,
-    with per-channel means along ``channel_axes``; tensors in ``means_only`` get the means without bins."""
+    with per-channel means along ``channel_axes``; tensors in ``means_only`` get the means without bins.
+    ``also``: other accumulators fed in the same runs (GPTQ's input statistics: one pass over the samples
+    instead of two, det: 25 fewer piece runs)."""
     names = list(tensors) if tensors is not None else activation_tensors(model)
     axes = channel_axes or {}
-    accumulators = {n: TensorHistogram(bins=bins, channel_axis=axes.get(n)) for n in names}
+    histograms = {n: TensorHistogram(bins=bins, channel_axis=axes.get(n)) for n in names}
     for name in means_only:
-        accumulators.setdefault(name, TensorHistogram(bins=bins, channel_axis=axes.get(name), binned=False))
-    return stream_statistics(model, samples, accumulators, byte_budget, show_progress)
+        histograms.setdefault(name, TensorHistogram(bins=bins, channel_axis=axes.get(name), binned=False))
+    accumulators: dict[str, Accumulator] = dict(histograms)
+    for name, other in (also or {}).items():
+        accumulators[name] = Both(accumulators[name], other) if name in accumulators else other
+    stream_statistics(model, samples, accumulators, byte_budget, show_progress)
+    return histograms
+
+
+class Both:
+    """Two accumulators of one tensor fed the same arrays."""
+
+    def __init__(self, first: Accumulator, second: Accumulator) -> None:
+        self.first, self.second = first, second
+
+    def update(self, values: np.ndarray) -> None:
+        self.first.update(values)
+        self.second.update(values)
 
 
 class ShapeOf:

