@@ -24,5 +24,27 @@ class DeadCode(OnnxIrPass):
 
     def make(self) -> ir.passes.PassBase:
         return ir.passes.Sequential(
-            common.RemoveUnusedNodesPass(), common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass()
+            common.RemoveUnusedNodesPass(), RemoveUnusedBodyInitializers(), common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass()
         )
+
+
+class RemoveUnusedBodyInitializers(ir.passes.InPlacePass):
+    """Initializers of If/Loop/Scan bodies that nothing reads (onnx-ir's pass clears the main graph's only):
+    after constant folding silero-vad's branches kept both the LSTM weights and their folded copies, +0.95 MB
+    on a 2.3 MB model."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        # what the nodes read, scanned: ``Value.uses()`` can still list a node that a folding pass took out of
+        # its graph without detaching its inputs (seen on silero-vad after fold-constants)
+        read = {id(v) for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.inputs if v is not None}
+        removed = 0
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            for attribute in node.attributes.values():
+                graphs = [attribute.value] if attribute.type == ir.AttributeType.GRAPH else list(attribute.value) if attribute.type == ir.AttributeType.GRAPHS else []
+                for graph in graphs:
+                    keep = {id(v) for v in (*graph.inputs, *graph.outputs)}
+                    for name, value in list(graph.initializers.items()):
+                        if id(value) not in read and id(value) not in keep:
+                            del graph.initializers[name]
+                            removed += 1
+        return ir.passes.PassResult(model, modified=bool(removed))
