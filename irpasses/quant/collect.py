@@ -137,6 +137,14 @@ def inferred_shapes(model: ir.Model, input_shapes: Mapping[str, tuple[int, ...]]
 Stats = TypeVar("Stats", bound=Accumulator)
 
 
+def _body_values(model: ir.Model, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that no main-graph node produces (values inside If/Loop/Scan bodies, or unknown)."""
+    main = {v.name for node in model.graph for v in node.outputs}
+    main.update(v.name for v in model.graph.inputs)
+    main.update(model.graph.initializers)
+    return [n for n in names if n not in main]
+
+
 def stream_statistics(
     model: ir.Model,
     samples: Iterable[Mapping[str, np.ndarray]],
@@ -161,14 +169,28 @@ def stream_statistics(
         count = None
     graph_inputs = [v.name for v in model.graph.inputs if v.name in accumulators]
     computed = [n for n in accumulators if n not in graph_inputs]
+    run_model, exposed = model, None
+    in_bodies = _body_values(model, computed)
+    if in_bodies:  # values inside If/Loop/Scan bodies: run a copy that passes them out (see ``bodies``)
+        from onnxpress.irpasses.quant import bodies
+
+        exposed = bodies.expose(model, in_bodies)
+        run_model = exposed.model
+        renamed = {original: alias for alias, original in exposed.aliases.items()}
+        computed = [renamed.get(n, n) for n in computed if n not in exposed.unreachable]
     sizes: dict[str, int] = {}
+
+    def update(name: str, array: np.ndarray) -> None:
+        if exposed is not None and name in exposed.aliases:
+            folded = exposed.fold(name, array)
+            if folded is None:
+                return
+            name, array = exposed.aliases[name], folded
+        accumulators[name].update(array)
 
     def measure(name: str, array: np.ndarray) -> None:
         sizes[name] = int(np.asarray(array).nbytes)
-        accumulators[name].update(array)
-
-    def update(name: str, array: np.ndarray) -> None:
-        accumulators[name].update(array)
+        update(name, array)
 
     def feed_inputs(sample: Mapping[str, np.ndarray]) -> None:  # model inputs come straight from the data
         for name in graph_inputs:
@@ -177,14 +199,14 @@ def stream_statistics(
     with progress(description, count, show_progress) as bar:
         # the first sample runs in small pieces and measures every tensor; the rest run in pieces that fill
         # the budget (fewer sessions and calls)
-        probe = pieces.plan(model, computed, max_exposed=PROBE_TENSORS) if computed else []
+        probe = pieces.plan(run_model, computed, max_exposed=PROBE_TENSORS) if computed else []
         final = probe
         feed_inputs(first)
-        pieces.run(model, probe, first, measure, _session)
+        pieces.run(run_model, probe, first, measure, _session)
         bar.advance()
         del first
         if computed:
-            final = pieces.plan(model, computed, sizes, byte_budget)
+            final = pieces.plan(run_model, computed, sizes, byte_budget)
             if [p.indices for p in final] == [p.indices for p in probe]:
                 final = probe
             del probe
@@ -192,7 +214,7 @@ def stream_statistics(
         for number, sample in enumerate(source):
             if number:  # the first sample went through the probe
                 feed_inputs(sample)
-                pieces.run(model, final, sample, update, _session)
+                pieces.run(run_model, final, sample, update, _session)
                 bar.advance()
     del final
     trim()

@@ -174,11 +174,14 @@ def saturation_window(value: ir.Value) -> tuple[float, float] | None:
 
 def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep_fragile: bool = True) -> Placement:
     """Choose the sites of ``model`` for ``target``; ``exclude`` holds op types or regexes over node names."""
+    from onnxpress.irpasses.quant import bodies
+
     outputs_quantized = target != "tensorrt"
     heads = score_heads(model.graph) if keep_fragile else set()
+    owned_by = bodies.owners(model)
     sites: list[Site] = []
     kept: dict[str, str] = {}
-    for node in model.graph:
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):  # If/Loop/Scan bodies too (see ``bodies``)
         if node.op_type not in ANCHOR_OPS or node.domain not in ("", "ai.onnx"):
             continue
         axis = _weight_axis(node)
@@ -188,6 +191,9 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
         pattern = _matches(node, exclude)
         if pattern is not None:
             kept[label] = f"excluded by '{pattern}'"
+            continue
+        if node.graph is not model.graph and not bodies.reachable(node.outputs[0], model, owned_by):
+            kept[label] = "inside an If that sits in a Loop/Scan body: its activations cannot be calibrated"
             continue
         reason = _fragile_reason(node, heads) if keep_fragile else None
         if reason is not None:
@@ -209,13 +215,13 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
 
 def warn_if_nested(model: ir.Model, ctx: Any, pass_name: str, ops: frozenset[str] = ANCHOR_OPS) -> int:
     """When a quantization pass found nothing in the main graph, say whether layers sit in If/Loop/Scan
-    bodies, which passes that need activation statistics do not enter (onnxruntime cannot expose a body's
-    intermediate values; silero-vad keeps its whole network in an If): a user should hear why the model came
-    back unchanged. Returns how many there are."""
+    bodies that it does not enter with its options (dynamic-quant with smoothing, outliers or a search needs
+    the body's activations per layer; silero-vad keeps its whole network in an If): a user should hear why
+    the model came back unchanged. Returns how many there are."""
     nested = sum(1 for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type in ops and n.graph is not model.graph)
     if nested:
         ctx.logger.warning(
             "%s: nothing to quantize in the main graph; %d %s layers sit inside If/Loop/Scan bodies, which "
-            "it does not enter with these options (plain dynamic-quant does)", pass_name, nested, "/".join(sorted(ops)),
+            "it does not enter with these options (qdq and plain dynamic-quant do)", pass_name, nested, "/".join(sorted(ops)),
         )
     return nested

@@ -192,7 +192,10 @@ class QDQ(Pass):
             raise PassOptionError(f"fp8 Q/DQ needs opset >= 19; the model is at opset {opset}", hint="run convert-opset{min=19} first")
         placement = self.placement_override or place(model, ctx.target, self.exclude, self.keep_fragile)
         if not placement.sites:
-            nested = warn_if_nested(model, ctx, self.name)
+            ctx.extra.setdefault("quantization", {})["kept_float"] = dict(placement.kept_float)
+            for node_name, why in placement.kept_float.items():
+                ctx.logger.info("qdq: %s stays float: %s", node_name, why)
+            nested = warn_if_nested(model, ctx, self.name) if not placement.kept_float else 0
             return self.result(model, False, sites=0, kept_float=len(placement.kept_float), nested_layers=nested)
         samples = calibration_samples(ctx, model, self.allow_random, self.name)
         self._small = self._small_layers(model, ctx, placement, samples)
@@ -202,6 +205,10 @@ class QDQ(Pass):
         stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples, axes, also=grams)
         info = ctx.extra.setdefault("quantization", {})
         self._rounded = self._gptq_round(gptq_layers, grams)
+        unseen = _unseen_layers(model, placement, stats)
+        if unseen:  # their weights still go int8, like the small layers'
+            self._small.update(unseen)
+            placement = self._demote_small(placement)
         if self.fidelity or self.metric is not None:
             placement = self._search(model, ctx, samples, stats, info)
         for node_name, why in placement.kept_float.items():
@@ -368,6 +375,21 @@ class QDQ(Pass):
         return rewriter.relus_absorbed
 
 
+def _unseen_layers(model: ir.Model, placement: Placement, stats: dict[str, TensorHistogram]) -> dict[str, str]:
+    """{node name: why} of body layers whose activations no calibration sample computed (an If branch that
+    no sample took: silero-vad's 8 kHz branch under 16 kHz audio); they keep float activations."""
+    unseen = {}
+    for site in placement.sites:
+        if site.weights_only or site.node.graph is model.graph:
+            continue
+        values = [site.node.inputs[0]]
+        if site.quantize_output:
+            values.append(site.absorbed_relu.outputs[0] if site.absorbed_relu is not None else site.node.outputs[0])
+        if any(stats.get(v.name) is None or stats[v.name].seen == 0 for v in values):
+            unseen[site.node.name] = "never ran on the calibration samples (an If branch none of them took): float activations, int8 weights folded at load"
+    return unseen
+
+
 def layer_cost(node: ir.Node, input_elements: float) -> tuple[float, float] | None:
     """(multiply-adds, multiply-adds per input and output element) of a Conv/MatMul/Gemm, given how many
     elements its input has per sample."""
@@ -405,7 +427,8 @@ def output_shift(node: ir.Node, error: np.ndarray, mean: np.ndarray) -> np.ndarr
 
 
 class _Rewriter:
-    """Inserts the Q/DQ nodes; shared weights get one DequantizeLinear."""
+    """Inserts the Q/DQ nodes, each in the graph of the node it serves (If/Loop/Scan bodies too); constants go
+    to the main graph, which bodies see; shared weights get one DequantizeLinear per graph."""
 
     def __init__(
         self, model: ir.Model, weight_kind: str, per_channel: bool, rounded: dict[str, tuple[np.ndarray, QParams]] | None = None
@@ -429,7 +452,7 @@ class _Rewriter:
             return {}
         conv_out, relu_out = site.node.outputs[0], relu.outputs[0]
         relu_out.replace_all_uses_with(conv_out)
-        self.graph.remove(relu, safe=True)
+        relu.graph.remove(relu, safe=True)
         name = relu_out.name
         relu_out.name = None
         conv_out.name = name  # the calibrated range is the Relu output's, under this name
@@ -438,22 +461,45 @@ class _Rewriter:
         return {id(relu_out): conv_out}
 
     def fake_quantize(self, value: ir.Value, qp: QParams) -> None:
-        """value -> QuantizeLinear -> DequantizeLinear -> every former consumer."""
+        """value -> QuantizeLinear -> DequantizeLinear -> every former consumer. Consumers inside an If/Loop/Scan
+        body get a DequantizeLinear at the start of their own body (onnxruntime fuses DQ -> Conv -> Q only
+        within one graph); a body output is replaced by its dequantized form (bodies return by position)."""
         base = value.name or "act"
         scale = self._constant(f"{base}_scale", np.asarray(qp.scale, dtype=np.float32))
         zero = self._constant(f"{base}_zero_point", np.asarray(qp.zero_point))
         uses = list(value.uses())
         q = ir.node("QuantizeLinear", [value, scale, zero], name=f"{base}_QuantizeLinear")
-        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zero], name=f"{base}_DequantizeLinear")
-        q.outputs[0].name, dq.outputs[0].name = f"{base}_quantized", f"{base}_dequantized"
-        dq.outputs[0].type, dq.outputs[0].shape = value.type, value.shape
+        q.outputs[0].name = f"{base}_quantized"
         producer = value.producer()
+        home = producer.graph if producer is not None else (value.graph or self.graph)  # a graph input: main or body
+
+        def dequantize(graph: ir.Graph, suffix: str) -> ir.Value:
+            dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zero], name=f"{base}_DequantizeLinear{suffix}")
+            dq.outputs[0].name = f"{base}_dequantized{suffix}"
+            dq.outputs[0].type, dq.outputs[0].shape = value.type, value.shape
+            if graph is home:
+                graph.insert_after(q, dq)
+            else:
+                graph.insert_before(graph.node(0), dq)
+            return dq.outputs[0]
+
         if producer is not None:
-            self.graph.insert_after(producer, [q, dq])
+            home.insert_after(producer, q)
         else:
-            self.graph.insert_before(self.graph.node(0), [q, dq])
+            home.insert_before(home.node(0), q)
+        by_graph: dict[int, tuple[ir.Graph, list[Any]]] = {}
         for use in uses:
-            use.node.replace_input_with(use.idx, dq.outputs[0])
+            by_graph.setdefault(id(use.node.graph), (use.node.graph, []))[1].append(use)
+        outputs_at = [i for i, v in enumerate(home.outputs) if v is value] if home is not self.graph else []
+        if outputs_at and id(home) not in by_graph:
+            by_graph[id(home)] = (home, [])
+        for number, (graph, graph_uses) in enumerate(sorted(by_graph.values(), key=lambda item: item[0] is not home)):
+            dequantized = dequantize(graph, "" if graph is home else f"_{number}")
+            for use in graph_uses:
+                use.node.replace_input_with(use.idx, dequantized)
+            if graph is home:
+                for i in outputs_at:
+                    home.outputs[i] = dequantized
 
     def quantize_weights(
         self, site: Site, input_qp: QParams | None, input_mean: np.ndarray | None = None, folded: bool = False
@@ -463,7 +509,7 @@ class _Rewriter:
         node = site.node
         weight_value = node.inputs[1]
         axis = site.weight_axis if self.per_channel else None
-        key = ("folded" if folded else "dq", id(weight_value))
+        key = ("folded" if folded else "dq", id(weight_value), id(node.graph))  # a body cannot see another body's nodes
         if folded and key not in self.weights:
             self.weights[key] = self._folded_weight(node, weight_value, axis)
         if key not in self.weights:
@@ -479,7 +525,7 @@ class _Rewriter:
             dq = ir.node("DequantizeLinear", inputs, attributes=attrs, name=f"{base}_DequantizeLinear")
             dq.outputs[0].name = f"{base}_dequantized"
             dq.outputs[0].type, dq.outputs[0].shape = weight_value.type, weight_value.shape
-            self.graph.insert_before(node, dq)
+            node.graph.insert_before(node, dq)
             self.weights[key] = dq.outputs[0]
             dq.meta["weight_scale"] = qp.scale
             shape = [1] * weight.ndim
@@ -515,14 +561,14 @@ class _Rewriter:
         """Store the weight as float16 behind a Cast (a constant onnxruntime folds when the session loads)."""
         node = site.node
         weight_value = node.inputs[1]
-        key = ("fp16", id(weight_value))
+        key = ("fp16", id(weight_value), id(node.graph))
         if key not in self.weights:
             half = weight_value.const_value.numpy().astype(np.float16)
             stored = self._constant(f"{weight_value.name or node.name}_fp16", half)
             cast = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"{stored.name}_Cast")
             cast.outputs[0].name = f"{stored.name}_float"
             cast.outputs[0].type, cast.outputs[0].shape = weight_value.type, weight_value.shape
-            self.graph.insert_before(node, cast)
+            node.graph.insert_before(node, cast)
             self.weights[key] = cast.outputs[0]
         node.replace_input_with(1, self.weights[key])
 
@@ -558,5 +604,5 @@ class _Rewriter:
         dq = ir.node("DequantizeLinear", [qb, s], attributes={"axis": 0}, name=f"{base}_DequantizeLinear")
         dq.outputs[0].name = f"{base}_dequantized"
         dq.outputs[0].type, dq.outputs[0].shape = bias_value.type, bias_value.shape
-        self.graph.insert_before(node, dq)
+        node.graph.insert_before(node, dq)
         node.replace_input_with(2, dq.outputs[0])

@@ -129,7 +129,7 @@ def folded_int8_weight(graph: ir.Graph, before: ir.Node, weight_value: ir.Value,
     mul = ir.node("Mul", [cast.outputs[0], scale], name=f"{base}_int8_dequantize")
     mul.outputs[0].name = f"{base}_int8_dequantized"
     mul.outputs[0].type, mul.outputs[0].shape = weight_value.type, weight_value.shape
-    graph.insert_before(before, [cast, mul])
+    before.graph.insert_before(before, [cast, mul])  # constants in ``graph``, the nodes beside ``before``
     return mul.outputs[0]
 
 
