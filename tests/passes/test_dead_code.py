@@ -26,7 +26,7 @@ def test_body_initializers_nothing_reads_are_removed() -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(np.array([0], np.int64), "axes")],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    out, report = onnxpress.optimize(proto, "dead-code", verify="off")
+    out, _ = onnxpress.optimize(proto, "dead-code", verify="off")
     branch = onnxpress.load(out).graph.node(0).attributes["then_branch"].value
     assert list(branch.initializers) == ["used"]
     feed = {"x": RNG.standard_normal((2, 4)).astype(np.float32), "c": np.array(True)}
