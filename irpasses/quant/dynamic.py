@@ -245,15 +245,12 @@ class DynamicQuant(Pass):
         if self.outliers < 0:
             raise PassOptionError(f"dynamic-quant: outliers={self.outliers} is negative", hint="0 turns it off; 6 takes channels above 6x the median")
 
-    def _nested(self) -> bool:
-        """Layers inside If/Loop/Scan bodies are quantized when nothing needs their activations (no smoothing,
-        outliers or search: onnxruntime cannot expose a body's intermediate values for calibration)."""
-        return not (self.smooth or self.outliers or self.fidelity or self.metric is not None)
-
     def _layers(self, model: ir.Model) -> list[ir.Node]:
         from onnxpress.irpasses.quant.placement import _matches
 
-        return [n for n in matmul_layers(model, self.min_elements, self._nested()) if _matches(n, self.exclude) is None]
+        # bodies too: smoothing and outlier statistics reach their inputs through values passed out of the
+        # bodies (``bodies``), and search trials run whole models
+        return [n for n in matmul_layers(model, self.min_elements, nested=True) if _matches(n, self.exclude) is None]
 
     def _quantize(self, model: ir.Model, levels: Mapping[str, str] | None) -> tuple[int, int, int]:
         """Quantize every layer (``levels`` None) or each at its level: full (dynamic), reduced (weight-only)."""
@@ -261,15 +258,17 @@ class DynamicQuant(Pass):
 
         builder = _Builder(model, self._cache)
         saved = matmuls = tables = 0
-        shared: dict[str, ir.Value] = {}
+        shared: dict[tuple[str, int], ir.Value] = {}
 
-        def scaled_input(x: ir.Value, factors: np.ndarray, label: str) -> tuple[ir.Value, list[ir.Node]]:
-            """x * factors, one Mul per input and label shared by its layers: (value, the Mul if it is new)."""
+        def scaled_input(x: ir.Value, factors: np.ndarray, label: str, graph: ir.Graph) -> tuple[ir.Value, list[ir.Node]]:
+            """x * factors, one Mul per input, label and graph shared by its layers (a body cannot read a Mul placed
+            in another body): (value, the Mul if it is new)."""
             key = f"{x.name}_{label}"
-            if key in shared:
-                return shared[key], []
-            mul = smoothing_mul(model.graph, x, factors, factors, name=key)
-            shared[key] = mul.outputs[0]
+            if (key, id(graph)) in shared:
+                return shared[key, id(graph)], []
+            copies = sum(k == key for k, _ in shared)  # the same input read in another body: another Mul
+            mul = smoothing_mul(model.graph, x, factors, factors, name=f"{key}_{copies}" if copies else key)
+            shared[key, id(graph)] = mul.outputs[0]
             return mul.outputs[0], [mul]
 
         for node in self._layers(model):
@@ -279,17 +278,17 @@ class DynamicQuant(Pass):
                 if scaling is None:
                     saved += quantize_matmul(builder, node)
                 else:
-                    value, before = scaled_input(node.inputs[0], scaling.inverse, "smooth")
+                    value, before = scaled_input(node.inputs[0], scaling.inverse, "smooth", node.graph)
                     saved += quantize_matmul(builder, node, (value, scaling, before))
                 matmuls += 1
             elif level == REDUCED:
                 if scaling is None or not scaling.outliers.size:
                     saved += weight_only_matmul(builder, node)
                 else:  # unsmoothed, only the outlier channels masked
-                    value, before = scaled_input(node.inputs[0], (scaling.rows != 0).astype(np.float32), "outlier_mask")
+                    value, before = scaled_input(node.inputs[0], (scaling.rows != 0).astype(np.float32), "outlier_mask", node.graph)
                     saved += weight_only_matmul(builder, node, (value, scaling.outliers, before))
         if self.embeddings:
-            for node in embedding_layers(model, self.min_elements, self._nested()):
+            for node in embedding_layers(model, self.min_elements, nested=True):
                 saved += quantize_embedding(builder, node)
                 tables += 1
         if matmuls or tables:
@@ -304,9 +303,7 @@ class DynamicQuant(Pass):
             levels = self._search(model, ctx)
         saved, matmuls, tables = self._quantize(model, levels)
         if not (matmuls or tables):
-            from onnxpress.irpasses.quant.placement import warn_if_nested
-
-            return self.result(model, False, nested_layers=warn_if_nested(model, ctx, self.name, frozenset({"MatMul", "Gather"})))
+            return self.result(model, False)
         return self.result(model, True, matmuls_quantized=matmuls, embeddings_quantized=tables, bytes_saved=int(saved))
 
     def _plan_scaling(self, model: ir.Model, ctx: PassContext) -> dict[str, InputScaling]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable
-from typing import Any
 
 import onnx_ir as ir
 
@@ -211,17 +210,3 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
             continue
         sites.append(Site(node, axis, quantize_output, relu))
     return Placement(sites, kept, int32_bias=outputs_quantized)
-
-
-def warn_if_nested(model: ir.Model, ctx: Any, pass_name: str, ops: frozenset[str] = ANCHOR_OPS) -> int:
-    """When a quantization pass found nothing in the main graph, say whether layers sit in If/Loop/Scan
-    bodies that it does not enter with its options (dynamic-quant with smoothing, outliers or a search needs
-    the body's activations per layer; silero-vad keeps its whole network in an If): a user should hear why
-    the model came back unchanged. Returns how many there are."""
-    nested = sum(1 for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type in ops and n.graph is not model.graph)
-    if nested:
-        ctx.logger.warning(
-            "%s: nothing to quantize in the main graph; %d %s layers sit inside If/Loop/Scan bodies, which "
-            "it does not enter with these options (qdq and plain dynamic-quant do)", pass_name, nested, "/".join(sorted(ops)),
-        )
-    return nested

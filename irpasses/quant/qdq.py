@@ -34,7 +34,6 @@ from onnxpress.irpasses.quant.placement import (
     Site,
     place,
     saturation_window,
-    warn_if_nested,
 )
 from onnxpress.irpasses.quant.qparams import (
     QParams,
@@ -195,8 +194,7 @@ class QDQ(Pass):
             ctx.extra.setdefault("quantization", {})["kept_float"] = dict(placement.kept_float)
             for node_name, why in placement.kept_float.items():
                 ctx.logger.info("qdq: %s stays float: %s", node_name, why)
-            nested = warn_if_nested(model, ctx, self.name) if not placement.kept_float else 0
-            return self.result(model, False, sites=0, kept_float=len(placement.kept_float), nested_layers=nested)
+            return self.result(model, False, sites=0, kept_float=len(placement.kept_float))
         samples = calibration_samples(ctx, model, self.allow_random, self.name)
         self._small = self._small_layers(model, ctx, placement, samples)
         placement = self._demote_small(placement)

@@ -216,8 +216,6 @@ class WeightOnly(Pass):
         form = self.format if self.format != "auto" else ("nbits" if ctx.target == "ort" else "qdq")
         self._check_format(model, ctx, form)
         method = self.method if self.method != "auto" else ("gptq" if ctx.samples is not None else "rtn")
-        # bodies of If/Loop/Scan only where nothing needs their activations (onnxruntime cannot expose them)
-        self._enter_bodies = method == "rtn" and not self.fidelity and self.metric is None
         matmuls, gathers = self._layers(model)
         searching = (bool(self.fidelity) or self.metric is not None) and bool(matmuls or gathers)
         widths = sorted({self.bits, 8}) if searching else [self.bits]
@@ -238,10 +236,6 @@ class WeightOnly(Pass):
         saved, skipped = self._emit(model, form, levels)
         if matmuls or gathers:
             common_passes.RemoveUnusedNodesPass()(model)
-        else:
-            from onnxpress.irpasses.quant.placement import warn_if_nested
-
-            warn_if_nested(model, ctx, self.name, frozenset({"MatMul", "Gather"}))
         kept = Counter(levels.values()) if levels else Counter()
         return self.result(
             model, bool(matmuls or gathers), method=method, format=form, matmuls_quantized=len(matmuls),
@@ -250,7 +244,9 @@ class WeightOnly(Pass):
         )
 
     def _layers(self, model: ir.Model) -> tuple[list[ir.Node], list[ir.Node]]:
-        nodes = list(ir.traversal.RecursiveGraphIterator(model.graph) if getattr(self, "_enter_bodies", False) else model.graph)
+        # If/Loop/Scan bodies too: GPTQ's statistics reach their inputs through values passed out of the bodies
+        # (``bodies``), search trials run whole models
+        nodes = list(ir.traversal.RecursiveGraphIterator(model.graph))
         matmuls = [n for n in nodes if self._weight(n, "MatMul", 1) is not None]
         gathers = [n for n in nodes if self.embeddings and self._weight(n, "Gather", 0) is not None]
         return matmuls, gathers

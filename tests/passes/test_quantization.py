@@ -432,12 +432,21 @@ def test_measured_cost_model_times_each_layer_float_against_fused_int8(tmp_path)
         assert cosine(run(float_model, x=x)[0], run(out, x=x)[0]) > 0.999
 
 
-def test_layers_inside_if_bodies_are_named_not_silently_skipped(caplog) -> None:
-    """silero-vad keeps its whole network in an If: qdq enters bodies (values passed out for calibration, see
-    test_quant_bodies), plain dynamic quantization needs no statistics and enters them; dynamic-quant with
-    smoothing does not, and says so."""
-    import logging
-
+@pytest.mark.parametrize(
+    ("pipeline", "target", "body_ops"),
+    [
+        ("qdq", None, None),
+        ("dynamic-quant", None, {"MatMulInteger"}),
+        ("dynamic-quant{smooth=0.5,outliers=6}", None, {"MatMulInteger", "Mul"}),  # statistics of the body's input
+        ('dynamic-quant{fidelity="cosine>=0.99"}', None, {"MatMulInteger"}),
+        ("weight-only{method=rtn}", "ort", {"MatMulNBits"}),
+        ("weight-only{method=gptq}", "ort", {"MatMulNBits"}),  # GPTQ's statistics of the body's input
+        ("convert-opset{min=21},weight-only{method=rtn}", None, {"MatMul"}),  # blocked DQ in the main graph
+    ],
+)
+def test_every_quantization_pass_enters_if_bodies(pipeline: str, target: str | None, body_ops: set[str] | None) -> None:
+    """silero-vad keeps its whole network in an If: every quantization pass quantizes the layers in bodies,
+    those that need activation statistics through values passed out of the body (see test_quant_bodies)."""
     w = numpy_helper.from_array(RNG.standard_normal((64, 64)).astype(np.float32), "w")
     then_branch = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
     else_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
@@ -447,38 +456,17 @@ def test_layers_inside_if_bodies_are_named_not_silently_skipped(caplog) -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    samples = {"x": RNG.standard_normal((2, 2, 64)).astype(np.float32), "c": np.array([True, False])}
-    out, report = onnxpress.optimize(proto, "qdq", samples=samples, verify="off")
-    assert report.records[-1].stats["sites"] == 1 and op_types(onnxpress.load(out)) == ["If"]
-    for pipeline in ("dynamic-quant{smooth=0.5}",):  # smoothing needs the body's activations
-        with caplog.at_level(logging.WARNING, logger="onnxpress"):
-            out, report = onnxpress.optimize(proto, pipeline, samples=samples, verify="off")
-        assert "1 Conv/Gemm/MatMul" in caplog.text or "1 Gather/MatMul" in caplog.text, pipeline
-        assert "If/Loop/Scan" in caplog.text
-        assert op_types(onnxpress.load(out)) == ["If"]
-        caplog.clear()
-    # plain dynamic quantization needs no statistics: it enters the body
-    out, report = onnxpress.optimize(proto, "dynamic-quant", verify="off")
-    assert report.records[-1].stats["matmuls_quantized"] == 1
+    samples = {"x": RNG.standard_normal((4, 2, 64)).astype(np.float32), "c": np.array([True, False, True, True])}
+    out, report = onnxpress.optimize(proto, pipeline, samples=samples, verify="off", target=target)
+    stats = report.records[-1].stats
+    assert stats.get("sites", stats.get("matmuls_quantized")) == 1, pipeline
     model = onnxpress.load(out)
-    then_ops = [n.op_type for n in model.graph.node(0).attributes["then_branch"].value]
-    assert "MatMulInteger" in then_ops and "MatMul" not in then_ops
+    body = list(next(n for n in model.graph if n.op_type == "If").attributes["then_branch"].value)
+    if body_ops is not None:
+        assert body_ops <= {n.op_type for n in body}, [n.op_type for n in body]
     reference = onnxpress.load(proto)
     for x, c in zip(samples["x"], samples["c"]):
-        got, want = run(model, x=x, c=c)[0], run(reference, x=x, c=c)[0]
-        assert cosine(got, want) > 0.999, c
-    # so does round-to-nearest weight-only, in both of its forms
-    for pipeline, target in (("weight-only{method=rtn}", "ort"), ("convert-opset{min=21},weight-only{method=rtn}", None)):
-        out, report = onnxpress.optimize(proto, pipeline, verify="off", target=target)
-        assert report.records[-1].stats["matmuls_quantized"] == 1, pipeline
-        model = onnxpress.load(out)
-        body = list(next(n for n in model.graph if n.op_type == "If").attributes["then_branch"].value)
-        if target == "ort":
-            assert [n.op_type for n in body] == ["MatMulNBits"]
-        else:  # the blocked DequantizeLinear sits in the main graph; the body's MatMul reads it from outside
-            assert body[0].op_type == "MatMul" and body[0].inputs[1].producer().op_type == "DequantizeLinear"
-        for x, c in zip(samples["x"], samples["c"]):
-            assert cosine(run(model, x=x, c=c)[0], run(reference, x=x, c=c)[0]) > 0.99, (pipeline, c)
+        assert cosine(run(model, x=x, c=c)[0], run(reference, x=x, c=c)[0]) > 0.99, (pipeline, c)
 
 
 @pytest.mark.parametrize("options", ["smooth=1.5", "outliers=-2"])
