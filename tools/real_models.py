@@ -178,3 +178,63 @@ def text_lines(count: int = 4, width: int = 320, seed: int = 0, offset: int = 20
         arr = np.asarray(img, dtype=np.float32)[:, :, ::-1].transpose(2, 0, 1) / 255.0
         samples.append({"x": ((arr - 0.5) / 0.5)[None].astype(np.float32)})
     return samples
+
+
+def silero_vad_model() -> Path:
+    """silero-vad's voice-activity detector (v5/v6: STFT, 4 convs, an LSTM, all inside an If on the sample rate)."""
+    return _package_dir("silero_vad") / "data" / "silero_vad.onnx"
+
+
+def spoken(texts: list[str], rate: int = 16000) -> np.ndarray:
+    """``texts`` spoken by espeak-ng (the library in the espeakng-loader wheel), one after the other with
+    0.2-0.8 s of silence between them, at ``rate`` Hz: real speech (synthetic voice) from real sentences."""
+    import ctypes
+
+    from scipy.signal import resample_poly
+
+    try:
+        import espeakng_loader
+    except ImportError as err:
+        raise BackendUnavailableError("espeakng-loader is not installed", hint="pip install 'onnxpress[test]'") from err
+    library = ctypes.CDLL(espeakng_loader.get_library_path())
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+    native = library.espeak_Initialize(0x02, 0, espeakng_loader.get_data_path().encode(), 0)  # synchronous
+    chunks: list[np.ndarray] = []
+
+    @callback_type
+    def collect(wav, count, events):  # a ctypes callback: untyped arguments
+        if count > 0:
+            chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        return 0
+
+    library.espeak_SetSynthCallback(collect)
+    library.espeak_SetVoiceByName(b"en")
+    rng = np.random.default_rng(len(texts))
+    pieces = []
+    for text in texts:
+        chunks.clear()
+        data = text.encode()
+        library.espeak_Synth(data, len(data) + 1, 0, 0, 0, 0, None, None)
+        library.espeak_Synchronize()
+        voice = np.concatenate(chunks).astype(np.float32) / 32768.0
+        pieces += [resample_poly(voice, rate, native).astype(np.float32), np.zeros(int(rng.uniform(0.2, 0.8) * rate), np.float32)]
+    return np.concatenate(pieces)
+
+
+def vad_samples(count: int, offset: int = 0, chunk: int = 512, context: int = 64) -> list[dict[str, np.ndarray]]:
+    """``count`` inputs of silero-vad as its streaming wrapper feeds it (512 new samples after the previous 64,
+    16 kHz), each with the recurrent state the float model carries at that point of real sentences read aloud;
+    the chunks are spread evenly over the recording (speech and the pauses between sentences)."""
+    import onnxruntime as ort
+
+    audio = spoken(sentences(max(count // 12, 2), offset=offset))
+    session = ort.InferenceSession(str(silero_vad_model()), providers=["CPUExecutionProvider"])
+    state, previous, feeds = np.zeros((2, 1, 128), np.float32), np.zeros(context, np.float32), []
+    for start in range(0, audio.size - chunk + 1, chunk):
+        x = np.concatenate([previous, audio[start : start + chunk]])[None]
+        feeds.append({"input": x, "state": state, "sr": np.array(16000, np.int64)})
+        _, state = session.run(None, feeds[-1])
+        previous = audio[start + chunk - context : start + chunk]
+    if len(feeds) < count:
+        raise ValueError(f"only {len(feeds)} chunks of speech for {count} samples")
+    return [feeds[i] for i in np.linspace(0, len(feeds) - 1, count).astype(int)]

@@ -48,3 +48,9 @@ class RemoveUnusedBodyInitializers(ir.passes.InPlacePass):
                             del graph.initializers[name]
                             removed += 1
         return ir.passes.PassResult(model, modified=bool(removed))
+
+
+def remove_unused(model: ir.Model) -> bool:
+    """Unused nodes and initializers, bodies included: what a rewrite that replaced weights leaves behind."""
+    nodes = common.RemoveUnusedNodesPass()(model).modified
+    return RemoveUnusedBodyInitializers()(model).modified or nodes

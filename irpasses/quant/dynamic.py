@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes import common as common_passes
+from onnxpress.irpasses.cleanup.dead_code import remove_unused
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
@@ -60,7 +60,7 @@ def embedding_layers(model: ir.Model, min_elements: int, nested: bool = False) -
 
 class _Builder:
     def __init__(self, model: ir.Model, cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] | None = None) -> None:
-        self.graph = model.graph
+        self.model, self.graph = model, model.graph
         self.cache = {} if cache is None else cache
         """Quantized weights by id of the float tensor: the fidelity search quantizes clones that share
         tensors, so each weight is quantized once, not once per trial (MiniLM: its 47 MB embedding table,
@@ -203,6 +203,75 @@ def quantize_embedding(builder: _Builder, node: ir.Node) -> int:
     return tensor.nbytes - q.nbytes - scale.nbytes
 
 
+def lstm_layers(model: ir.Model) -> list[ir.Node]:
+    """LSTMs (any depth of If/Loop/Scan bodies) with constant float W and R, in the default layout."""
+    def constant(value: ir.Value | None) -> bool:
+        return value is not None and value.const_value is not None and value.const_value.dtype == ir.DataType.FLOAT and len(value.const_value.shape) == 3
+
+    return [
+        n for n in ir.traversal.RecursiveGraphIterator(model.graph)
+        if n.op_type == "LSTM" and n.domain in ("", "ai.onnx") and n.attributes.get_int("layout", 0) == 0
+        and len(n.inputs) > 2 and constant(n.inputs[1]) and constant(n.inputs[2])
+    ]
+
+
+def quantize_lstm(builder: _Builder, node: ir.Node, integer_kernel: bool) -> int:
+    """W [D, 4H, I] and R [D, 4H, H] as int8, one scale per gate row. ``integer_kernel``: onnxruntime's
+    com.microsoft.DynamicQuantizeLSTM (weights transposed to [D, I, 4H], activations quantized per call);
+    else the standard LSTM reading its weights through Cast and Mul, which runtimes fold at load (the file
+    keeps one byte per weight)."""
+    base = node.name or node.outputs[0].name or "lstm"
+    saved = 0
+    weights = []
+    for index, label in ((1, "W"), (2, "R")):
+        tensor = node.inputs[index].const_value
+        directions, rows, columns = tensor.shape
+        q, scale = builder.quantized(tensor, lambda w: _int8_rows(w.reshape(-1, w.shape[-1])), "lstm rows")
+        q, scale = q.reshape(directions, rows, columns), scale.reshape(directions, rows)
+        saved += tensor.nbytes - q.nbytes - scale.nbytes
+        weights.append((label, q, scale))
+    if integer_kernel:
+        inputs = [node.inputs[0]]
+        for label, q, _ in weights:
+            inputs.append(builder.constant(f"{base}_{label}_int8", np.ascontiguousarray(q.transpose(0, 2, 1))))
+        inputs += [node.inputs[i] if i < len(node.inputs) else None for i in range(3, 8)]
+        for label, _, scale in weights:
+            inputs += [builder.constant(f"{base}_{label}_scale", scale), builder.constant(f"{base}_{label}_zero_point", np.zeros(scale.shape, np.int8))]
+        attributes = {name: a.value for name, a in node.attributes.items() if name != "layout"}
+        quantized = ir.node("DynamicQuantizeLSTM", inputs, attributes=attributes, domain="com.microsoft", num_outputs=len(node.outputs), name=f"{base}_int8")
+        builder.model.opset_imports.setdefault("com.microsoft", 1)
+        node.graph.insert_before(node, quantized)
+        for old, new in zip(node.outputs, quantized.outputs):
+            name = old.name
+            old.replace_all_uses_with(new, replace_graph_outputs=True)
+            old.name = None
+            new.name, new.type, new.shape = name, old.type, old.shape
+        node.graph.remove(node, safe=True)
+        return saved
+    for (label, q, scale), index in zip(weights, (1, 2)):
+        stored = builder.constant(f"{base}_{label}_int8", q)
+        scales = builder.constant(f"{base}_{label}_scale", scale[..., None])
+        cast = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_{label}_Cast")
+        mul = ir.node("Mul", [cast.outputs[0], scales], name=f"{base}_{label}_dequantize")
+        mul.outputs[0].name = f"{base}_{label}_dequantized"
+        node.graph.insert_before(node, [cast, mul])
+        node.replace_input_with(index, mul.outputs[0])
+    return saved
+
+
+def quantize_lstms(model: ir.Model, integer_kernel: bool, exclude: list[str]) -> tuple[int, int]:
+    """Every LSTM with constant weights (see ``quantize_lstm``), not excluded: (how many, bytes saved). For
+    passes without a builder of their own (qdq)."""
+    from onnxpress.irpasses.quant.placement import _matches
+
+    builder, count, saved = _Builder(model), 0, 0
+    for node in lstm_layers(model):
+        if _matches(node, exclude) is None:
+            saved += quantize_lstm(builder, node, integer_kernel)
+            count += 1
+    return count, saved
+
+
 @dataclasses.dataclass
 class DynamicQuant(Pass):
     """int8 MatMul weights with run-time activation quantization; int8 embedding tables (no calibration)."""
@@ -213,6 +282,9 @@ class DynamicQuant(Pass):
     keeps = frozenset({TOPO_SORTED, CONSTANTS_LIFTED})
     embeddings: bool = True
     """Also store large Gather tables as int8 rows."""
+    lstm: bool = True
+    """Also store LSTM weights as int8 (one scale per gate row): onnxruntime's DynamicQuantizeLSTM for
+    ``--target ort``, else the standard LSTM reading them through Cast and Mul (folded at load)."""
     min_elements: int = 4096
     smooth: float = 0.0
     """SmoothQuant alpha for the dynamically quantized layers (0: off): their inputs are divided per channel by
@@ -252,12 +324,14 @@ class DynamicQuant(Pass):
         # bodies (``bodies``), and search trials run whole models
         return [n for n in matmul_layers(model, self.min_elements, nested=True) if _matches(n, self.exclude) is None]
 
-    def _quantize(self, model: ir.Model, levels: Mapping[str, str] | None) -> tuple[int, int, int]:
-        """Quantize every layer (``levels`` None) or each at its level: full (dynamic), reduced (weight-only)."""
+    def _quantize(self, model: ir.Model, levels: Mapping[str, str] | None) -> tuple[int, int, int, int]:
+        """Quantize every layer (``levels`` None) or each at its level: full (dynamic), reduced (weight-only);
+        LSTMs always. Returns (bytes saved, MatMuls, tables, LSTMs)."""
+        from onnxpress.irpasses.quant.placement import _matches
         from onnxpress.irpasses.quant.smooth_quant import smoothing_mul
 
         builder = _Builder(model, self._cache)
-        saved = matmuls = tables = 0
+        saved = matmuls = tables = lstms = 0
         shared: dict[tuple[str, int], ir.Value] = {}
 
         def scaled_input(x: ir.Value, factors: np.ndarray, label: str, graph: ir.Graph) -> tuple[ir.Value, list[ir.Node]]:
@@ -291,20 +365,25 @@ class DynamicQuant(Pass):
             for node in embedding_layers(model, self.min_elements, nested=True):
                 saved += quantize_embedding(builder, node)
                 tables += 1
-        if matmuls or tables:
-            common_passes.RemoveUnusedNodesPass()(model)  # drops the float weights now unused
-        return saved, matmuls, tables
+        if self.lstm:
+            for node in [n for n in lstm_layers(model) if _matches(n, self.exclude) is None]:
+                saved += quantize_lstm(builder, node, integer_kernel=self._target == "ort")
+                lstms += 1
+        if matmuls or tables or lstms:
+            remove_unused(model)  # drops the float weights now unused, in bodies too
+        return saved, matmuls, tables, lstms
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         self._cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] = {}
+        self._target = ctx.target
         self._scaling = self._plan_scaling(model, ctx) if self.smooth or self.outliers else {}
         levels = None
         if self.fidelity or self.metric is not None:
             levels = self._search(model, ctx)
-        saved, matmuls, tables = self._quantize(model, levels)
-        if not (matmuls or tables):
+        saved, matmuls, tables, lstms = self._quantize(model, levels)
+        if not (matmuls or tables or lstms):
             return self.result(model, False)
-        return self.result(model, True, matmuls_quantized=matmuls, embeddings_quantized=tables, bytes_saved=int(saved))
+        return self.result(model, True, matmuls_quantized=matmuls, embeddings_quantized=tables, lstms_quantized=lstms, bytes_saved=int(saved))
 
     def _plan_scaling(self, model: ir.Model, ctx: PassContext) -> dict[str, InputScaling]:
         """Per input of the layers: smoothing factors and outlier channels, from one calibration pass."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes import common as common_passes
+from onnxpress.irpasses.cleanup.dead_code import remove_unused
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
@@ -235,7 +235,7 @@ class WeightOnly(Pass):
         levels = self._search(model, ctx, form, matmuls + gathers, judged) if searching else None
         saved, skipped = self._emit(model, form, levels)
         if matmuls or gathers:
-            common_passes.RemoveUnusedNodesPass()(model)
+            remove_unused(model)  # drops the float weights now unused, in bodies too
         kept = Counter(levels.values()) if levels else Counter()
         return self.result(
             model, bool(matmuls or gathers), method=method, format=form, matmuls_quantized=len(matmuls),

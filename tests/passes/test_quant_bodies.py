@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxpress
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -192,3 +193,35 @@ def test_gptq_and_the_fidelity_search_reach_into_bodies() -> None:
     scored = {row["node"] for row in report.quantization["sensitivity"]}
     assert scored == {"then_conv1", "then_conv2", "else_conv"}
     assert report.quantization["fidelity"]["met"]
+
+
+def lstm_model() -> onnx.ModelProto:
+    """x [T=5, B=1, I=16] -> LSTM (hidden 32, constant W/R/B) -> Y."""
+    hidden, inputs = 32, 16
+    graph = helper.make_graph(
+        [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "y_h"], hidden_size=hidden, name="lstm")],
+        "lstm_net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("y_h", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(_w(1, 4 * hidden, inputs), "W"), numpy_helper.from_array(_w(1, 4 * hidden, hidden), "R"),
+         numpy_helper.from_array(_w(1, 8 * hidden) * 0.1, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(("pipeline", "target", "op"), [("dynamic-quant", None, "LSTM"), ("dynamic-quant", "ort", "DynamicQuantizeLSTM"), ("qdq", "ort", "DynamicQuantizeLSTM")])
+def test_lstm_weights_become_int8_rows(pipeline: str, target: str | None, op: str) -> None:
+    """LSTM weights as int8 with one scale per gate row: onnxruntime's DynamicQuantizeLSTM for --target ort,
+    else the standard LSTM reading them through Cast and Mul; both outputs stay close to float."""
+    proto = lstm_model()
+    samples = {"x": RNG.standard_normal((4, 5, 1, 16)).astype(np.float32)}
+    out, report = onnxpress.optimize(proto, pipeline, samples=samples, verify="off", target=target)
+    assert report.records[-1].stats["lstms_quantized"] == 1
+    model = onnxpress.load(out)
+    assert op in [n.op_type for n in model.graph] and "W" not in model.graph.initializers
+    assert any(v.const_value is not None and v.const_value.dtype == ir.DataType.INT8 for v in model.graph.initializers.values())
+    x = RNG.standard_normal((5, 1, 16)).astype(np.float32)
+    ref, got = make_session(onnxpress.load(proto)).run(None, {"x": x}), make_session(model).run(None, {"x": x})
+    for a, b in zip(ref, got):
+        assert _cosine(a, b) > 0.999

