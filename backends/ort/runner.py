@@ -125,9 +125,10 @@ def make_session(
     }[optimization]
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    if low_memory:  # no arena, no pre-planned pattern: memory goes back after each run (calibration)
+    if low_memory:  # no arena: memory goes back after each run (calibration, search trials). The planned
+        # pattern stays (one block per run): without it PP-OCRv4 det calibration took 4.9 s instead of 4.4 s
+        # for 17 MiB less peak; the arena kept det's auto search at 673 MiB instead of 411, no faster
         options.enable_cpu_mem_arena = False
-        options.enable_mem_pattern = False
     by_reference = _weights_by_reference(model, options) if isinstance(model, ir.Model) else None
     with contextlib.nullcontext(by_reference[0]) if by_reference else model_source(model) as source:
         try:

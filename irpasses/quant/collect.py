@@ -38,6 +38,9 @@ def activation_tensors(model: ir.Model, ops: frozenset[str] = QUANTIZABLE_OPS) -
 
 
 def _session(model: ir.Model) -> Any:
+    """Calibration sessions run the graph as written (no onnxruntime fusions): ORT_ENABLE_ALL calibrated PP-OCRv4
+    det 12 % faster, but its fused kernels' rounding moved MiniLM's smoothing statistics enough to flip the
+    fidelity search's choices (held-out retrieval 0.981 -> 0.978)."""
     from onnxpress.backends.ort.runner import make_session
 
     return make_session(model, optimization="disable", low_memory=True)

@@ -109,7 +109,7 @@ class MixedPrecisionResult:
 def _run(model: ir.Model, samples: Sequence[Mapping[str, np.ndarray]], optimization: str) -> Outputs:
     from onnxpress.backends.ort.runner import make_session, run_session
 
-    session = make_session(model, optimization=optimization)
+    session = make_session(model, optimization=optimization, low_memory=True)
     return [run_session(session, s) for s in samples]
 
 
