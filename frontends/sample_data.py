@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.errors import DataError
 
 Sample = Mapping[str, np.ndarray]
@@ -88,7 +87,7 @@ def npz_arrays(path: Path) -> dict[str, Any]:
     arrays: dict[str, Any] = {}
     with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
         for info in archive.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            name = info.filename.removesuffix(".npy")
             stored = _stored_member(raw, path, info) if info.compress_type == zipfile.ZIP_STORED else None
             if stored is None:
                 with archive.open(info) as member:
