@@ -203,23 +203,26 @@ def quantize_embedding(builder: _Builder, node: ir.Node) -> int:
     return tensor.nbytes - q.nbytes - scale.nbytes
 
 
-def lstm_layers(model: ir.Model) -> list[ir.Node]:
-    """LSTMs (any depth of If/Loop/Scan bodies) with constant float W and R, in the default layout."""
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+
+
+def recurrent_layers(model: ir.Model) -> list[ir.Node]:
+    """LSTM/GRU/RNN nodes (any depth of If/Loop/Scan bodies) with constant float W and R, default layout."""
     def constant(value: ir.Value | None) -> bool:
         return value is not None and value.const_value is not None and value.const_value.dtype == ir.DataType.FLOAT and len(value.const_value.shape) == 3
 
     return [
         n for n in ir.traversal.RecursiveGraphIterator(model.graph)
-        if n.op_type == "LSTM" and n.domain in ("", "ai.onnx") and n.attributes.get_int("layout", 0) == 0
+        if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx") and n.attributes.get_int("layout", 0) == 0
         and len(n.inputs) > 2 and constant(n.inputs[1]) and constant(n.inputs[2])
     ]
 
 
-def quantize_lstm(builder: _Builder, node: ir.Node, integer_kernel: bool) -> int:
-    """W [D, 4H, I] and R [D, 4H, H] as int8, one scale per gate row. ``integer_kernel``: onnxruntime's
-    com.microsoft.DynamicQuantizeLSTM (weights transposed to [D, I, 4H], activations quantized per call);
-    else the standard LSTM reading its weights through Cast and Mul, which runtimes fold at load (the file
-    keeps one byte per weight)."""
+def quantize_recurrent(builder: _Builder, node: ir.Node, integer_kernel: bool) -> int:
+    """W [D, gates*H, I] and R [D, gates*H, H] as int8, one scale per gate row. ``integer_kernel`` (LSTM only):
+    onnxruntime's com.microsoft.DynamicQuantizeLSTM (weights transposed to [D, I, 4H], activations quantized
+    per call); else the standard op reading its weights through Cast and Mul, which runtimes fold at load (the
+    file keeps one byte per weight; onnxruntime has no integer GRU or RNN)."""
     base = node.name or node.outputs[0].name or "lstm"
     saved = 0
     weights = []
@@ -230,7 +233,7 @@ def quantize_lstm(builder: _Builder, node: ir.Node, integer_kernel: bool) -> int
         q, scale = q.reshape(directions, rows, columns), scale.reshape(directions, rows)
         saved += tensor.nbytes - q.nbytes - scale.nbytes
         weights.append((label, q, scale))
-    if integer_kernel:
+    if integer_kernel and node.op_type == "LSTM":
         inputs = [node.inputs[0]]
         for label, q, _ in weights:
             inputs.append(builder.constant(f"{base}_{label}_int8", np.ascontiguousarray(q.transpose(0, 2, 1))))
@@ -259,15 +262,15 @@ def quantize_lstm(builder: _Builder, node: ir.Node, integer_kernel: bool) -> int
     return saved
 
 
-def quantize_lstms(model: ir.Model, integer_kernel: bool, exclude: list[str]) -> tuple[int, int]:
-    """Every LSTM with constant weights (see ``quantize_lstm``), not excluded: (how many, bytes saved). For
-    passes without a builder of their own (qdq)."""
+def quantize_recurrents(model: ir.Model, integer_kernel: bool, exclude: list[str]) -> tuple[int, int]:
+    """Every LSTM/GRU/RNN with constant weights (see ``quantize_recurrent``), not excluded: (how many, bytes
+    saved). For passes without a builder of their own (qdq)."""
     from onnxpress.irpasses.quant.placement import _matches
 
     builder, count, saved = _Builder(model), 0, 0
-    for node in lstm_layers(model):
+    for node in recurrent_layers(model):
         if _matches(node, exclude) is None:
-            saved += quantize_lstm(builder, node, integer_kernel)
+            saved += quantize_recurrent(builder, node, integer_kernel)
             count += 1
     return count, saved
 
@@ -282,9 +285,9 @@ class DynamicQuant(Pass):
     keeps = frozenset({TOPO_SORTED, CONSTANTS_LIFTED})
     embeddings: bool = True
     """Also store large Gather tables as int8 rows."""
-    lstm: bool = True
-    """Also store LSTM weights as int8 (one scale per gate row): onnxruntime's DynamicQuantizeLSTM for
-    ``--target ort``, else the standard LSTM reading them through Cast and Mul (folded at load)."""
+    recurrent: bool = True
+    """Also store LSTM/GRU/RNN weights as int8 (one scale per gate row): onnxruntime's DynamicQuantizeLSTM for
+    LSTMs under ``--target ort``, else the standard op reading them through Cast and Mul (folded at load)."""
     min_elements: int = 4096
     smooth: float = 0.0
     """SmoothQuant alpha for the dynamically quantized layers (0: off): their inputs are divided per channel by
@@ -326,12 +329,12 @@ class DynamicQuant(Pass):
 
     def _quantize(self, model: ir.Model, levels: Mapping[str, str] | None) -> tuple[int, int, int, int]:
         """Quantize every layer (``levels`` None) or each at its level: full (dynamic), reduced (weight-only);
-        LSTMs always. Returns (bytes saved, MatMuls, tables, LSTMs)."""
+        recurrent layers always. Returns (bytes saved, MatMuls, tables, recurrent layers)."""
         from onnxpress.irpasses.quant.placement import _matches
         from onnxpress.irpasses.quant.smooth_quant import smoothing_mul
 
         builder = _Builder(model, self._cache)
-        saved = matmuls = tables = lstms = 0
+        saved = matmuls = tables = recurrents = 0
         shared: dict[tuple[str, int], ir.Value] = {}
 
         def scaled_input(x: ir.Value, factors: np.ndarray, label: str, graph: ir.Graph) -> tuple[ir.Value, list[ir.Node]]:
@@ -365,13 +368,13 @@ class DynamicQuant(Pass):
             for node in embedding_layers(model, self.min_elements, nested=True):
                 saved += quantize_embedding(builder, node)
                 tables += 1
-        if self.lstm:
-            for node in [n for n in lstm_layers(model) if _matches(n, self.exclude) is None]:
-                saved += quantize_lstm(builder, node, integer_kernel=self._target == "ort")
-                lstms += 1
-        if matmuls or tables or lstms:
+        if self.recurrent:
+            for node in [n for n in recurrent_layers(model) if _matches(n, self.exclude) is None]:
+                saved += quantize_recurrent(builder, node, integer_kernel=self._target == "ort")
+                recurrents += 1
+        if matmuls or tables or recurrents:
             remove_unused(model)  # drops the float weights now unused, in bodies too
-        return saved, matmuls, tables, lstms
+        return saved, matmuls, tables, recurrents
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         self._cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] = {}
@@ -380,10 +383,10 @@ class DynamicQuant(Pass):
         levels = None
         if self.fidelity or self.metric is not None:
             levels = self._search(model, ctx)
-        saved, matmuls, tables, lstms = self._quantize(model, levels)
-        if not (matmuls or tables or lstms):
+        saved, matmuls, tables, recurrents = self._quantize(model, levels)
+        if not (matmuls or tables or recurrents):
             return self.result(model, False)
-        return self.result(model, True, matmuls_quantized=matmuls, embeddings_quantized=tables, lstms_quantized=lstms, bytes_saved=int(saved))
+        return self.result(model, True, matmuls_quantized=matmuls, embeddings_quantized=tables, recurrent_quantized=recurrents, bytes_saved=int(saved))
 
     def _plan_scaling(self, model: ir.Model, ctx: PassContext) -> dict[str, InputScaling]:
         """Per input of the layers: smoothing factors and outlier channels, from one calibration pass."""

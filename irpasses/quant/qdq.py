@@ -152,8 +152,9 @@ class QDQ(Pass):
     plain float, or auto: int8 weights dequantized by Cast and Mul, standard ops that onnxruntime folds into a
     float constant when the session loads, so the layer runs on its fastest float kernels while the file keeps
     one byte per weight."""
-    lstm: bool = True
-    """Also store LSTM weights as int8 rows (see dynamic-quant's ``lstm``): silero-vad's are 40 % of its bytes."""
+    recurrent: bool = True
+    """Also store LSTM/GRU/RNN weights as int8 rows (see dynamic-quant's ``recurrent``): silero-vad's LSTM
+    weights are about 45 % of its bytes."""
     rounding: Literal["nearest", "gptq"] = "nearest"
     """How int8 weights are rounded where a layer reads as a matrix (MatMul, Gemm, 1x1 Conv): gptq moves each
     input row's rounding error onto the rows not yet quantized, weighted by E[x xᵀ] from the calibration data
@@ -196,8 +197,8 @@ class QDQ(Pass):
             ctx.extra.setdefault("quantization", {})["kept_float"] = dict(placement.kept_float)
             for node_name, why in placement.kept_float.items():
                 ctx.logger.info("qdq: %s stays float: %s", node_name, why)
-            lstms = self._quantize_lstms(model, ctx)
-            return self.result(model, bool(lstms), sites=0, kept_float=len(placement.kept_float), lstms_quantized=lstms)
+            recurrents = self._quantize_recurrents(model, ctx)
+            return self.result(model, bool(recurrents), sites=0, kept_float=len(placement.kept_float), recurrent_quantized=recurrents)
         samples = calibration_samples(ctx, model, self.allow_random, self.name)
         self._small = self._small_layers(model, ctx, placement, samples)
         placement = self._demote_small(placement)
@@ -215,21 +216,22 @@ class QDQ(Pass):
         for node_name, why in placement.kept_float.items():
             ctx.logger.info("qdq: %s stays float: %s", node_name, why)
         relus = self._apply(model, placement, stats)
-        lstms = self._quantize_lstms(model, ctx)
+        recurrents = self._quantize_recurrents(model, ctx)
         info["kept_float"] = dict(placement.kept_float)
         return self.result(
             model, True, sites=len(placement.sites), kept_float=len(placement.kept_float), relus_absorbed=relus,
-            biases_corrected=self._last_counts["biases_corrected"], gptq_weights=len(self._rounded), lstms_quantized=lstms,
+            biases_corrected=self._last_counts["biases_corrected"], gptq_weights=len(self._rounded), recurrent_quantized=recurrents,
         )
 
-    def _quantize_lstms(self, model: ir.Model, ctx: PassContext) -> int:
-        """LSTM weights as int8 rows (no integer LSTM exists in QDQ form): DynamicQuantizeLSTM for onnxruntime
-        targets, Cast and Mul folded at load otherwise; TensorRT and fp8 runs leave them float."""
-        if not self.lstm or self.activations == "fp8" or ctx.target not in (None, "ort"):
+    def _quantize_recurrents(self, model: ir.Model, ctx: PassContext) -> int:
+        """LSTM/GRU/RNN weights as int8 rows (no integer recurrent op exists in QDQ form): DynamicQuantizeLSTM for
+        LSTMs under onnxruntime targets, Cast and Mul folded at load otherwise; TensorRT and fp8 runs leave them
+        float."""
+        if not self.recurrent or self.activations == "fp8" or ctx.target not in (None, "ort"):
             return 0
-        from onnxpress.irpasses.quant.dynamic import quantize_lstms
+        from onnxpress.irpasses.quant.dynamic import quantize_recurrents
 
-        count, _ = quantize_lstms(model, ctx.target == "ort", self.exclude)
+        count, _ = quantize_recurrents(model, ctx.target == "ort", self.exclude)
         if count:
             remove_unused(model)
         return count

@@ -195,31 +195,37 @@ def test_gptq_and_the_fidelity_search_reach_into_bodies() -> None:
     assert report.quantization["fidelity"]["met"]
 
 
-def lstm_model() -> onnx.ModelProto:
-    """x [T=5, B=1, I=16] -> LSTM (hidden 32, constant W/R/B) -> Y."""
-    hidden, inputs = 32, 16
+def recurrent_model(op: str = "LSTM") -> onnx.ModelProto:
+    """x [T=5, B=1, I=16] -> LSTM/GRU/RNN (hidden 32, constant W/R/B) -> Y, Y_h."""
+    hidden, inputs, gates = 32, 16, {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     graph = helper.make_graph(
-        [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "y_h"], hidden_size=hidden, name="lstm")],
-        "lstm_net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, inputs])],
+        [helper.make_node(op, ["x", "W", "R", "B"], ["y", "y_h"], hidden_size=hidden, name="recurrent")],
+        "recurrent_net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, inputs])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("y_h", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(_w(1, 4 * hidden, inputs), "W"), numpy_helper.from_array(_w(1, 4 * hidden, hidden), "R"),
-         numpy_helper.from_array(_w(1, 8 * hidden) * 0.1, "B")],
+        [numpy_helper.from_array(_w(1, gates * hidden, inputs), "W"), numpy_helper.from_array(_w(1, gates * hidden, hidden), "R"),
+         numpy_helper.from_array(_w(1, 2 * gates * hidden) * 0.1, "B")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
 
 
-@pytest.mark.parametrize(("pipeline", "target", "op"), [("dynamic-quant", None, "LSTM"), ("dynamic-quant", "ort", "DynamicQuantizeLSTM"), ("qdq", "ort", "DynamicQuantizeLSTM")])
-def test_lstm_weights_become_int8_rows(pipeline: str, target: str | None, op: str) -> None:
-    """LSTM weights as int8 with one scale per gate row: onnxruntime's DynamicQuantizeLSTM for --target ort,
-    else the standard LSTM reading them through Cast and Mul; both outputs stay close to float."""
-    proto = lstm_model()
+@pytest.mark.parametrize(
+    ("op", "pipeline", "target", "emitted"),
+    [
+        ("LSTM", "dynamic-quant", None, "LSTM"), ("LSTM", "dynamic-quant", "ort", "DynamicQuantizeLSTM"),
+        ("LSTM", "qdq", "ort", "DynamicQuantizeLSTM"), ("GRU", "dynamic-quant", "ort", "GRU"), ("RNN", "qdq", None, "RNN"),
+    ],
+)
+def test_recurrent_weights_become_int8_rows(op: str, pipeline: str, target: str | None, emitted: str) -> None:
+    """LSTM/GRU/RNN weights as int8 with one scale per gate row: onnxruntime's DynamicQuantizeLSTM for LSTMs
+    under --target ort, else the standard op reading them through Cast and Mul; outputs stay close to float."""
+    proto = recurrent_model(op)
     samples = {"x": RNG.standard_normal((4, 5, 1, 16)).astype(np.float32)}
     out, report = onnxpress.optimize(proto, pipeline, samples=samples, verify="off", target=target)
-    assert report.records[-1].stats["lstms_quantized"] == 1
+    assert report.records[-1].stats["recurrent_quantized"] == 1
     model = onnxpress.load(out)
-    assert op in [n.op_type for n in model.graph] and "W" not in model.graph.initializers
+    assert emitted in [n.op_type for n in model.graph] and "W" not in model.graph.initializers
     assert any(v.const_value is not None and v.const_value.dtype == ir.DataType.INT8 for v in model.graph.initializers.values())
     x = RNG.standard_normal((5, 1, 16)).astype(np.float32)
     ref, got = make_session(onnxpress.load(proto)).run(None, {"x": x}), make_session(model).run(None, {"x": x})
