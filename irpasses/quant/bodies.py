@@ -39,6 +39,18 @@ def owners(model: ir.Model) -> dict[int, ir.Node]:
     return found
 
 
+def shared_names(model: ir.Model) -> set[str]:
+    """Value names given to more than one value across the main graph and its bodies (sibling branches may
+    reuse a name): statistics are kept by name, so layers reading or writing such values would mix them."""
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        for value in node.outputs:
+            if value.name:
+                (shared if value.name in seen else seen).add(value.name)
+    return shared
+
+
 def _chain(value: ir.Value, top: ir.Graph, owned_by: dict[int, ir.Node]) -> list[ir.Node] | None:
     """The owner nodes from ``value``'s body up to the main graph (innermost first); None when one of them
     cannot pass a value out or an If sits below a Loop/Scan."""

@@ -178,6 +178,7 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
     outputs_quantized = target != "tensorrt"
     heads = score_heads(model.graph) if keep_fragile else set()
     owned_by = bodies.owners(model)
+    ambiguous = bodies.shared_names(model)
     sites: list[Site] = []
     kept: dict[str, str] = {}
     for node in ir.traversal.RecursiveGraphIterator(model.graph):  # If/Loop/Scan bodies too (see ``bodies``)
@@ -193,6 +194,9 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
             continue
         if node.graph is not model.graph and not bodies.reachable(node.outputs[0], model, owned_by):
             kept[label] = "inside an If that sits in a Loop/Scan body: its activations cannot be calibrated"
+            continue
+        if ambiguous and {node.inputs[0].name, node.outputs[0].name} & ambiguous:
+            kept[label] = "its activation's name is given to another value too (a sibling branch): statistics kept by name would mix"
             continue
         reason = _fragile_reason(node, heads) if keep_fragile else None
         if reason is not None:

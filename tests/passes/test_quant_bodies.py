@@ -231,3 +231,24 @@ def test_recurrent_weights_become_int8_rows(op: str, pipeline: str, target: str 
     ref, got = make_session(onnxpress.load(proto)).run(None, {"x": x}), make_session(model).run(None, {"x": x})
     for a, b in zip(ref, got):
         assert _cosine(a, b) > 0.999
+
+
+def test_a_name_reused_by_sibling_branches_keeps_those_layers_float() -> None:
+    """Both branches write a value named 'h': statistics are kept by name, so neither layer is quantized on
+    mixed ranges; they stay float and the report says why."""
+    branches = [
+        helper.make_graph([helper.make_node("Conv", ["x", w], ["h"], name=f"{label}_conv", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["h"], [f"{label}_out"])],
+                          label, [], [helper.make_tensor_value_info(f"{label}_out", TensorProto.FLOAT, None)])
+        for label, w in (("then", "w1"), ("else", "w2"))
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], then_branch=branches[0], else_branch=branches[1])], "twins",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(_w(8, 4, 3, 3), "w1"), numpy_helper.from_array(_w(8, 4, 3, 3) * 5, "w2")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    samples = {"x": RNG.standard_normal((4, 1, 4, 8, 8)).astype(np.float32), "cond": np.array([True, False, True, False])}
+    _, report = onnxpress.optimize(proto, QDQ_EVERY_LAYER, samples=samples, verify="off")
+    kept = report.quantization["kept_float"]
+    assert "another value too" in kept["then_conv"] and "another value too" in kept["else_conv"]
