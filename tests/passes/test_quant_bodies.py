@@ -252,3 +252,46 @@ def test_a_name_reused_by_sibling_branches_keeps_those_layers_float() -> None:
     _, report = onnxpress.optimize(proto, QDQ_EVERY_LAYER, samples=samples, verify="off")
     kept = report.quantization["kept_float"]
     assert "another value too" in kept["then_conv"] and "another value too" in kept["else_conv"]
+
+
+def scan_model() -> onnx.ModelProto:
+    """Scan over 6 steps of x [6, 1, 8]: state s -> s + Relu(MatMul(x_t, W)); every step's product is a scan output."""
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x_t", "w"], ["p"], name="scan_matmul"), helper.make_node("Relu", ["p"], ["r"]),
+         helper.make_node("Add", ["s_in", "r"], ["s_out"]), helper.make_node("Identity", ["r"], ["step"])],
+        "body",
+        [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [1, 8]), helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [1, 8]), helper.make_tensor_value_info("step", TensorProto.FLOAT, [1, 8])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Scan", ["s0", "x"], ["s", "steps"], num_scan_inputs=1, body=body, scan_output_axes=[0], name="scan")],
+        "scan_net",
+        [helper.make_tensor_value_info("s0", TensorProto.FLOAT, [1, 8]), helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 1, 8])],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, None), helper.make_tensor_value_info("steps", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(_w(8, 8), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_scan_body_values_come_out_per_step_and_its_layer_is_quantized() -> None:
+    """A Scan body's value comes out as one more scan output (its scan_output_axes extended), every step
+    stacked; qdq then quantizes the MatMul inside the body on statistics of all steps."""
+    model = onnxpress.load(scan_model())
+    exposed = bodies.expose(model, ["p"])
+    (alias,) = exposed.aliases
+    assert exposed.stacked[alias] == 1
+    scan = next(n for n in exposed.model.graph if n.op_type == "Scan")
+    assert list(scan.attributes["scan_output_axes"].value) == [0, 0]
+    session = make_session(with_outputs(exposed.model, [alias]))
+    feed = {"s0": np.zeros((1, 8), np.float32), "x": RNG.standard_normal((6, 1, 8)).astype(np.float32)}
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+    assert got[alias].shape == (6, 1, 8) and exposed.fold(alias, got[alias]).shape == (6, 8)
+
+    proto = scan_model()
+    samples = {"s0": np.zeros((4, 1, 8), np.float32), "x": RNG.standard_normal((4, 6, 1, 8)).astype(np.float32)}
+    out, report = onnxpress.optimize(proto, QDQ_EVERY_LAYER, samples=samples, verify="off")
+    assert report.records[-1].stats["sites"] == 1 and "QuantizeLinear" in _ops_in_bodies(out)
+    for a, b in zip(make_session(onnxpress.load(proto)).run(None, feed), make_session(onnxpress.load(out)).run(None, feed)):
+        assert _cosine(a, b) > 0.99
