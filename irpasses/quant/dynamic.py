@@ -390,6 +390,7 @@ class DynamicQuant(Pass):
 
     def _plan_scaling(self, model: ir.Model, ctx: PassContext) -> dict[str, InputScaling]:
         """Per input of the layers: smoothing factors and outlier channels, from one calibration pass."""
+        from onnxpress.irpasses.quant.bodies import shared_names
         from onnxpress.irpasses.quant.smooth_quant import (
             channel_maxima,
             input_groups,
@@ -397,7 +398,8 @@ class DynamicQuant(Pass):
             weight_row_maxima,
         )
 
-        groups = input_groups([n for n in self._layers(model) if n.inputs[0].name])  # statistics are fetched by name
+        ambiguous = shared_names(model)  # a name two values carry (sibling branches) would mix their statistics
+        groups = input_groups([n for n in self._layers(model) if n.inputs[0].name and n.inputs[0].name not in ambiguous])
         plans = {}
         for name, act_max in channel_maxima(model, ctx, groups, self.name).items():
             s = smoothing_factors(act_max, weight_row_maxima(groups[name][1]), self.smooth) if self.smooth else np.ones(act_max.size, np.float32)

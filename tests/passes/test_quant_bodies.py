@@ -295,3 +295,30 @@ def test_scan_body_values_come_out_per_step_and_its_layer_is_quantized() -> None
     assert report.records[-1].stats["sites"] == 1 and "QuantizeLinear" in _ops_in_bodies(out)
     for a, b in zip(make_session(onnxpress.load(proto)).run(None, feed), make_session(onnxpress.load(out)).run(None, feed)):
         assert _cosine(a, b) > 0.99
+
+
+@pytest.mark.parametrize(("pipeline", "target"), [("dynamic-quant{smooth=0.5}", None), ("weight-only{method=gptq}", "ort")])
+def test_statistics_passes_skip_names_sibling_branches_share(pipeline: str, target: str | None) -> None:
+    """Both branches' MatMuls read a value named 'h': smoothing and GPTQ, whose statistics are kept by name, leave
+    those inputs alone (plain dynamic int8 / round-to-nearest) instead of mixing the branches' rows."""
+    branches = [
+        helper.make_graph([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("MatMul", ["h", w], [f"{label}_out"], name=f"{label}_matmul")],
+                          label, [], [helper.make_tensor_value_info(f"{label}_out", TensorProto.FLOAT, None)])
+        for label, w in (("then", "w1"), ("else", "w2"))
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], then_branch=branches[0], else_branch=branches[1])], "twins",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(_w(64, 64), "w1"), numpy_helper.from_array(_w(64, 64) * 3, "w2")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    samples = {"x": RNG.standard_normal((4, 2, 64)).astype(np.float32), "cond": np.array([True, False, True, False])}
+    out, report = onnxpress.optimize(proto, pipeline, samples=samples, verify="off", target=target)
+    assert report.records[-1].stats["matmuls_quantized"] == 2
+    body_names = [n.name for node in out.graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in a.g.node]
+    assert not any("_smooth" in name for name in body_names), body_names  # no smoothing Mul on the shared name
+    for cond in (True, False):
+        feed = {"x": RNG.standard_normal((2, 64)).astype(np.float32), "cond": np.array(cond)}
+        ref, got = make_session(onnxpress.load(proto)).run(None, feed)[0], make_session(onnxpress.load(out)).run(None, feed)[0]
+        assert _cosine(ref, got) > 0.99
