@@ -7,6 +7,7 @@ once per sample and peak memory is bounded by the budget, not by the model or th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -148,6 +149,30 @@ def _body_values(model: ir.Model, names: Sequence[str]) -> list[str]:
     return [n for n in names if n not in main]
 
 
+def _exposure(model: ir.Model, names: list[str], first: Mapping[str, np.ndarray]) -> Any:
+    """``bodies.expose`` for ``names``. Values passed out of Loop/Scan bodies stack every iteration, which
+    fails when their shape changes between iterations (a decoding loop's growing sequence, an inner loop whose
+    trip count follows the outer one): tried on the first sample, and if onnxruntime refuses, those values are
+    left out (their layers get no statistics; qdq keeps them float and says so)."""
+    from onnxpress.irpasses.quant import bodies
+
+    exposed = bodies.expose(model, names)
+    stacked = [alias for alias, depth in exposed.stacked.items() if depth]
+    if not stacked:
+        return exposed
+    try:
+        pieces.run(exposed.model, pieces.plan(exposed.model, stacked), first, lambda name, array: None, _session)
+    except Exception as err:  # noqa: BLE001 - whatever onnxruntime raised, those values cannot be stacked
+        left_out = {exposed.aliases[alias] for alias in stacked}
+        logging.getLogger("onnxpress").warning(
+            "calibration: %d values inside Loop/Scan bodies change shape between iterations (%s); their layers get "
+            "no statistics", len(left_out), str(err).strip().splitlines()[0][:160],
+        )
+        exposed = bodies.expose(model, [n for n in names if n not in left_out])
+        exposed.unreachable.extend(sorted(left_out))
+    return exposed
+
+
 def stream_statistics(
     model: ir.Model,
     samples: Iterable[Mapping[str, np.ndarray]],
@@ -175,9 +200,7 @@ def stream_statistics(
     run_model, exposed = model, None
     in_bodies = _body_values(model, computed)
     if in_bodies:  # values inside If/Loop/Scan bodies: run a copy that passes them out (see ``bodies``)
-        from onnxpress.irpasses.quant import bodies
-
-        exposed = bodies.expose(model, in_bodies)
+        exposed = _exposure(model, in_bodies, first)
         run_model = exposed.model
         renamed = {original: alias for alias, original in exposed.aliases.items()}
         computed = [renamed.get(n, n) for n in computed if n not in exposed.unreachable]
@@ -217,7 +240,16 @@ def stream_statistics(
         for number, sample in enumerate(source):
             if number:  # the first sample went through the probe
                 feed_inputs(sample)
-                pieces.run(run_model, final, sample, update, _session)
+                try:
+                    pieces.run(run_model, final, sample, update, _session)
+                except Exception as err:
+                    if exposed is None or not any(exposed.stacked.values()):
+                        raise
+                    raise DataError(
+                        f"calibration sample {number}: onnxruntime failed on the values passed out of Loop/Scan bodies "
+                        f"({str(err).strip().splitlines()[0][:200]}); their shapes changed between iterations on this sample",
+                        hint="exclude the layers inside that loop (exclude=[...]) or calibrate on samples whose loop iterations keep one shape",
+                    ) from err
                 bar.advance()
     del final
     trim()

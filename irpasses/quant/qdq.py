@@ -392,8 +392,9 @@ class QDQ(Pass):
 
 
 def _unseen_layers(model: ir.Model, placement: Placement, stats: dict[str, TensorHistogram]) -> dict[str, str]:
-    """{node name: why} of body layers whose activations no calibration sample computed (an If branch that
-    no sample took: silero-vad's 8 kHz branch under 16 kHz audio); they keep float activations."""
+    """{node name: why} of body layers whose activations have no statistics (an If branch that no sample took:
+    silero-vad's 8 kHz branch under 16 kHz audio; a loop whose values change shape, see ``collect._exposure``);
+    they keep float activations."""
     unseen = {}
     for site in placement.sites:
         if site.weights_only or site.node.graph is model.graph:
@@ -402,7 +403,10 @@ def _unseen_layers(model: ir.Model, placement: Placement, stats: dict[str, Tenso
         if site.quantize_output:
             values.append(site.absorbed_relu.outputs[0] if site.absorbed_relu is not None else site.node.outputs[0])
         if any(stats.get(v.name) is None or stats[v.name].seen == 0 for v in values):
-            unseen[site.node.name] = "never ran on the calibration samples (an If branch none of them took): float activations, int8 weights folded at load"
+            unseen[site.node.name] = (
+                "no calibration statistics reached it (an If branch no sample took, or a Loop/Scan body whose values change "
+                "shape between iterations): float activations, int8 weights folded at load"
+            )
     return unseen
 
 

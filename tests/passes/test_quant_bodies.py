@@ -322,3 +322,34 @@ def test_statistics_passes_skip_names_sibling_branches_share(pipeline: str, targ
         feed = {"x": RNG.standard_normal((2, 64)).astype(np.float32), "cond": np.array(cond)}
         ref, got = make_session(onnxpress.load(proto)).run(None, feed)[0], make_session(onnxpress.load(out)).run(None, feed)[0]
         assert _cosine(ref, got) > 0.99
+
+
+def test_a_loop_whose_values_change_shape_per_iteration_leaves_its_layer_float() -> None:
+    """An inner Loop whose trip count follows the outer one stacks differently shaped values per outer
+    iteration, which onnxruntime refuses: calibration leaves those values out (tried on the first sample) and
+    qdq keeps the layer float with a reason, instead of failing the pipeline."""
+    inner = helper.make_graph(
+        [helper.make_node("MatMul", ["s_in2", "w"], ["p"], name="inner_matmul"), helper.make_node("Relu", ["p"], ["s_out2"]),
+         helper.make_node("Identity", ["c_in2"], ["c_out2"])],
+        "inner", [helper.make_tensor_value_info("j", TensorProto.INT64, []), helper.make_tensor_value_info("c_in2", TensorProto.BOOL, []),
+                  helper.make_tensor_value_info("s_in2", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("c_out2", TensorProto.BOOL, []), helper.make_tensor_value_info("s_out2", TensorProto.FLOAT, None)],
+    )
+    outer = helper.make_graph(
+        [helper.make_node("Add", ["i", "one"], ["n"]), helper.make_node("Loop", ["n", "", "s_in"], ["s_out"], body=inner),
+         helper.make_node("Identity", ["c_in"], ["c_out"])],
+        "outer", [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+                  helper.make_tensor_value_info("s_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("s_out", TensorProto.FLOAT, None)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "", "x"], ["y"], body=outer)], "nested",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(_w(64, 64) * 0.3, "w"), numpy_helper.from_array(np.array(3, np.int64), "trips"), numpy_helper.from_array(np.array(1, np.int64), "one")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    samples = {"x": RNG.standard_normal((3, 1, 64)).astype(np.float32)}
+    out, report = onnxpress.optimize(proto, QDQ_EVERY_LAYER, samples=samples, verify="off")
+    assert "change shape between iterations" in report.quantization["kept_float"]["inner_matmul"]
+    x = {"x": RNG.standard_normal((1, 64)).astype(np.float32)}
+    assert _cosine(make_session(onnxpress.load(proto)).run(None, x)[0], make_session(onnxpress.load(out)).run(None, x)[0]) > 0.999
