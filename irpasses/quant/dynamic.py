@@ -24,7 +24,13 @@ from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
-from onnxpress.irpasses.quant.qparams import add_constant, quantize_weight, replace_node
+from onnxpress.irpasses.quant.qparams import (
+    QParams,
+    add_constant,
+    folded_int8_weight,
+    quantize_weight,
+    replace_node,
+)
 from onnxpress.irpasses.quant.sensitivity import FLOAT, FULL, REDUCED
 
 
@@ -251,14 +257,9 @@ def quantize_recurrent(builder: _Builder, node: ir.Node, integer_kernel: bool) -
             new.name, new.type, new.shape = name, old.type, old.shape
         node.graph.remove(node, safe=True)
         return saved
-    for (label, q, scale), index in zip(weights, (1, 2)):
-        stored = builder.constant(f"{base}_{label}_int8", q)
-        scales = builder.constant(f"{base}_{label}_scale", scale[..., None])
-        cast = ir.node("Cast", [stored], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_{label}_Cast")
-        mul = ir.node("Mul", [cast.outputs[0], scales], name=f"{base}_{label}_dequantize")
-        mul.outputs[0].name = f"{base}_{label}_dequantized"
-        node.graph.insert_before(node, [cast, mul])
-        node.replace_input_with(index, mul.outputs[0])
+    for (_, q, scale), index in zip(weights, (1, 2)):
+        qp = QParams(scale[..., None], np.zeros_like(scale[..., None], dtype=np.int8), ir.DataType.INT8)
+        node.replace_input_with(index, folded_int8_weight(builder.graph, node, node.inputs[index], q, qp, axis=None))
     return saved
 
 

@@ -118,10 +118,13 @@ def folded_int8_weight(graph: ir.Graph, before: ir.Node, weight_value: ir.Value,
     """int8 weight dequantized by Cast and Mul(scale), inserted before ``before``: standard ops on constants,
     which onnxruntime folds into a float weight when the session loads (its fastest float kernels, exact
     activations) while the file keeps one byte per weight. A DequantizeLinear would not be folded: onnxruntime
-    keeps it for its QDQ fusions (DQ -> MatMul even becomes MatMulNBits, which quantizes activations)."""
+    keeps it for its QDQ fusions (DQ -> MatMul even becomes MatMulNBits, which quantizes activations).
+    ``axis`` None with a scale of ``q``'s rank: the scale is used as it is (broadcast, e.g. one per LSTM gate row)."""
     shape = [1] * q.ndim
     if axis is not None:
         shape[axis] = -1
+    elif np.ndim(qp.scale) == q.ndim:
+        shape = list(np.shape(qp.scale))
     base = weight_value.name or f"{before.name}_weight"
     stored = add_constant(graph, f"{base}_int8", q)
     scale = add_constant(graph, f"{base}_int8_scale", np.reshape(qp.scale, shape).astype(np.float32))
