@@ -12,6 +12,7 @@ from onnxpress.irpasses.core.properties import (
     SHAPES_INFERRED,
     TOPO_SORTED,
 )
+from onnxpress.irpasses.core.verify import subgraphs
 
 
 @dataclasses.dataclass
@@ -39,14 +40,12 @@ class RemoveUnusedBodyInitializers(ir.passes.InPlacePass):
         read = {id(v) for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.inputs if v is not None}
         removed = 0
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            for attribute in node.attributes.values():
-                graphs = [attribute.value] if attribute.type == ir.AttributeType.GRAPH else list(attribute.value) if attribute.type == ir.AttributeType.GRAPHS else []
-                for graph in graphs:
-                    keep = {id(v) for v in (*graph.inputs, *graph.outputs)}
-                    for name, value in list(graph.initializers.items()):
-                        if id(value) not in read and id(value) not in keep:
-                            del graph.initializers[name]
-                            removed += 1
+            for graph in subgraphs(node):
+                keep = {id(v) for v in (*graph.inputs, *graph.outputs)}
+                for name, value in list(graph.initializers.items()):
+                    if id(value) not in read and id(value) not in keep:
+                        del graph.initializers[name]
+                        removed += 1
         return ir.passes.PassResult(model, modified=bool(removed))
 
 

@@ -24,7 +24,7 @@ from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import ALL_PROPERTIES, Property
 from onnxpress.irpasses.core.registry import Registry, default_registry
 from onnxpress.irpasses.core.snapshot import snapshot
-from onnxpress.irpasses.core.verify import verify_model
+from onnxpress.irpasses.core.verify import subgraphs, verify_model
 
 
 def _rss_mib() -> float:
@@ -43,12 +43,7 @@ def _peak_rss_mib() -> float:
 def count_nodes(graph: ir.Graph | ir.Function) -> int:
     total = 0
     for node in graph:
-        total += 1
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                total += count_nodes(attr.as_graph())
-            elif attr.type == ir.AttributeType.GRAPHS:
-                total += sum(count_nodes(g) for g in attr.as_graphs())
+        total += 1 + sum(count_nodes(g) for g in subgraphs(node))
     return total
 
 

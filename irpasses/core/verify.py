@@ -16,7 +16,8 @@ def node_label(node: ir.Node) -> str:
     return f"{node.op_type} node '{node.name or '<unnamed>'}'"
 
 
-def _subgraphs(node: ir.Node) -> Iterable[ir.Graph]:
+def subgraphs(node: ir.Node) -> Iterable[ir.Graph]:
+    """The graphs a node's attributes hold (If branches, Loop/Scan bodies)."""
     for attr in node.attributes.values():
         if attr.type == ir.AttributeType.GRAPH:
             yield attr.as_graph()
@@ -79,7 +80,7 @@ def verification_problems(graph: ir.Graph | ir.Function, outer: frozenset[int] =
             if len(problems) >= limit:
                 return problems
         visible = frozenset(defined)
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             problems.extend(f"in a subgraph of {node_label(node)}: {p}" for p in verification_problems(sub, visible, limit))
         for value in node.outputs:
             define(value, f"output of {node_label(node)}")

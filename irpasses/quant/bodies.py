@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import onnx_ir as ir
+from onnxpress.irpasses.core.verify import subgraphs
 
 _LOOPS = frozenset({"Loop", "Scan"})
 
@@ -30,12 +31,8 @@ def owners(model: ir.Model) -> dict[int, ir.Node]:
     """id(body graph) -> the node whose attribute holds it, for every body at any depth."""
     found: dict[int, ir.Node] = {}
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        for attribute in node.attributes.values():
-            if attribute.type == ir.AttributeType.GRAPH:
-                found[id(attribute.value)] = node
-            elif attribute.type == ir.AttributeType.GRAPHS:
-                for graph in attribute.value:
-                    found[id(graph)] = node
+        for graph in subgraphs(node):
+            found[id(graph)] = node
     return found
 
 
@@ -151,12 +148,10 @@ def expose(model: ir.Model, names: Iterable[str]) -> Exposed:
         for value in node.outputs:
             if value.name:
                 values.setdefault(value.name, value)
-        for attribute in node.attributes.values():
-            graphs = [attribute.value] if attribute.type == ir.AttributeType.GRAPH else list(attribute.value) if attribute.type == ir.AttributeType.GRAPHS else []
-            for graph in graphs:
-                for value in graph.inputs:
-                    if value.name:
-                        values.setdefault(value.name, value)
+        for graph in subgraphs(node):
+            for value in graph.inputs:
+                if value.name:
+                    values.setdefault(value.name, value)
     exposed = Exposed(copy, {}, {}, [])
     for number, name in enumerate(dict.fromkeys(names)):
         value = values.get(name)

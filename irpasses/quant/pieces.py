@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from onnxpress.irpasses.core.verify import subgraphs
 
 
 @dataclasses.dataclass
@@ -35,15 +36,9 @@ class Piece:
 def _reads(node: ir.Node, top: ir.Graph) -> list[ir.Value]:
     """Inputs of ``node``, plus top-level values its subgraphs (If/Loop/Scan bodies) capture."""
     values = [v for v in node.inputs if v is not None]
-    for attribute in node.attributes.values():
-        graphs = []
-        if attribute.type == ir.AttributeType.GRAPH:
-            graphs = [attribute.value]
-        elif attribute.type == ir.AttributeType.GRAPHS:
-            graphs = list(attribute.value)
-        for graph in graphs:
-            for inner in ir.traversal.RecursiveGraphIterator(graph):
-                values.extend(v for v in inner.inputs if v is not None and v.graph is top)
+    for graph in subgraphs(node):
+        for inner in ir.traversal.RecursiveGraphIterator(graph):
+            values.extend(v for v in inner.inputs if v is not None and v.graph is top)
     return values
 
 
