@@ -41,6 +41,7 @@ PLUGIN = Plugin(
         "auto-quant": f"{_P}.quant.auto:AutoQuant",
         "convert-opset": f"{_P}.cleanup.convert_opset:ConvertOpset",
         "shape-cse": f"{_P}.fusion.shape_cse:ShapeCse",
+        "legalize-kernels": f"{_P}.lowering.legalize_kernels:LegalizeKernels",
     },
     backends={
         "ort": "onnxpress.backends.ort.backend:OrtBackend",

@@ -106,6 +106,20 @@ def _weights_by_reference(model: ir.Model, options: ort.SessionOptions) -> tuple
     return ir.to_proto(clone).SerializeToString(), arrays
 
 
+def uses_kernels(model: object) -> bool:
+    """Whether the model imports the ``onnxpress`` op domain (our kernel library must then be registered)."""
+    from onnxpress.kernels import DOMAIN
+
+    if isinstance(model, ir.Model):
+        return DOMAIN in model.opset_imports or any(
+            node.domain == DOMAIN for node in ir.traversal.RecursiveGraphIterator(model.graph))
+    if isinstance(model, onnx.ModelProto):
+        return any(o.domain == DOMAIN for o in model.opset_import)
+    if isinstance(model, bytes):
+        return DOMAIN.encode() in model  # at worst registers the library for nothing
+    return False
+
+
 def make_session(
     model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike[str],
     *,
@@ -128,6 +142,10 @@ def make_session(
         # pattern stays (one block per run): without it PP-OCRv4 det calibration took 4.9 s instead of 4.4 s
         # for 17 MiB less peak; the arena kept det's auto search at 673 MiB instead of 411, no faster
         options.enable_cpu_mem_arena = False
+    if uses_kernels(model):
+        from onnxpress import kernels
+
+        kernels.register(options)
     by_reference = _weights_by_reference(model, options) if isinstance(model, ir.Model) else None
     with contextlib.nullcontext(by_reference[0]) if by_reference else model_source(model) as source:
         try:

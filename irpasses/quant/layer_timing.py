@@ -71,10 +71,11 @@ def _one_layer(node: ir.Node, input_shape: Sequence[int], int8: bool, weight_axi
     return ir.Model(graph, ir_version=8)
 
 
-def _median_ms(model: ir.Model, input_shape: Sequence[int], budget_s: float, rounds: int) -> float:
+def median_ms(model: ir.Model, input_shape: Sequence[int], budget_s: float, rounds: int, threads: int = 1) -> float:
+    """Median run time of a one-input model (input ``x``) on onnxruntime, ORT_ENABLE_ALL, ``threads`` threads."""
     from onnxpress.backends.ort.runner import make_session
 
-    session = make_session(model, optimization="all", threads=1)
+    session = make_session(model, optimization="all", threads=threads)
     feed = {"x": np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(np.float32)}
     session.run(None, feed)
     times: list[float] = []
@@ -90,6 +91,6 @@ def time_layer(
     node: ir.Node, input_shape: Sequence[int], weight_axis: int, budget_s: float = 0.03, rounds: int = 5
 ) -> tuple[float, float]:
     """(float ms, int8 ms) of ``node`` alone on an input of ``input_shape``."""
-    float_ms = _median_ms(_one_layer(node, input_shape, False, weight_axis), input_shape, budget_s, rounds)
-    int8_ms = _median_ms(_one_layer(node, input_shape, True, weight_axis), input_shape, budget_s, rounds)
+    float_ms = median_ms(_one_layer(node, input_shape, False, weight_axis), input_shape, budget_s, rounds)
+    int8_ms = median_ms(_one_layer(node, input_shape, True, weight_axis), input_shape, budget_s, rounds)
     return float_ms, int8_ms
