@@ -50,9 +50,23 @@ def summarize(model: ir.Model) -> dict[str, Any]:
         "weight_bytes": sum(t.nbytes for _, t in weights),
         "weights_by_dtype": dict(by_dtype),
         "weights_by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1]["bytes"])),
+        "needs": _needs(ops),
         "inputs": sig(v for v in model.graph.inputs if v.name not in model.graph.initializers),
         "outputs": sig(model.graph.outputs),
     }
+
+
+def _needs(ops: collections.Counter[str]) -> list[str]:
+    """What a runtime must have registered beyond its own ops (onnxruntime fails with 'onnxpress:SparseMatMul(-1)
+    is not a registered function/op' otherwise)."""
+    from onnxpress.kernels import DOMAIN
+
+    ours = sorted(op.split("::", 1)[1] for op in ops if op.startswith(f"{DOMAIN}::"))
+    if not ours:
+        return []
+    return [f"onnxpress kernels for {', '.join(ours)}: onnxruntime needs "
+            "SessionOptions.register_custom_ops_library(onnxpress.kernels.library_path()) "
+            "(onnxpress's ORT backend registers it itself)"]
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -65,4 +79,5 @@ def format_summary(s: dict[str, Any]) -> str:
         "weights by dtype: " + "; ".join(f"{k}: {v['tensors']} tensors, {v['params']:,} params, {v['bytes'] / 1e6:.2f} MB" for k, v in s["weights_by_dtype"].items()),
         "weights by consuming op: " + "; ".join(f"{k}: {v['params']:,} params, {v['bytes'] / 1e6:.2f} MB" for k, v in list(s["weights_by_op"].items())[:8]),
     ]
+    lines += [f"needs:   {need}" for need in s.get("needs", [])]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
-"""The ONNX Runtime backend: sessions with chosen threads, optimization level and providers, our custom ops
-registered through onnxruntime-extensions, the IR version capped for the installed runtime, and optional
-saving of ORT's optimized model and profiles."""
+"""The ONNX Runtime backend: sessions with chosen threads, optimization level and providers, our kernel library
+(domain ``onnxpress``) and onnxruntime-extensions registered when a model uses them, the IR version capped for
+the installed runtime, and optional saving of ORT's optimized model and profiles."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxpress.backends.base import Artifact, Availability, Backend, Capability, CompileOptions, NodeSupport
-from onnxpress.backends.ort.runner import max_ir_version, model_source
+from onnxpress.backends.ort.runner import max_ir_version, model_source, uses_kernels
 from onnxpress.irpasses.cleanup.set_ir_version import SetIrVersion
 from onnxpress.irpasses.core.errors import BackendUnavailableError
 from onnxpress.irpasses.core.pass_base import Pass
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
+KERNELS_DOMAIN = "onnxpress"
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -83,6 +84,13 @@ class OrtBackend(Backend):
         nodes = []
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             domain = "" if node.domain == "ai.onnx" else node.domain
+            if domain == KERNELS_DOMAIN:
+                from onnxpress import kernels
+
+                status = kernels.available()
+                ok = status.ok and node.op_type in kernels.OPS
+                nodes.append(NodeSupport(node.name or "", node.op_type, ok, "" if ok else f"onnxpress kernels: {status.reason}"))
+                continue
             if domain == CONTRIB_DOMAIN:
                 ok = _has_extensions()
                 nodes.append(NodeSupport(node.name or "", node.op_type, ok, "" if ok else "needs onnxruntime-extensions: pip install 'onnxpress[kernels]'"))
@@ -101,7 +109,11 @@ class OrtBackend(Backend):
         return Capability(self.name, nodes)
 
     def legalize(self) -> list[Pass]:
-        return [SetIrVersion(max=max_ir_version())]
+        from onnxpress.irpasses.lowering.legalize_kernels import LegalizeKernels
+
+        # N:M-sparse and few-valued weights go to our kernels where a timing on this machine says faster;
+        # without the kernel library (no compiler) the model stays standard ONNX, with a warning.
+        return [LegalizeKernels(require=False), SetIrVersion(max=max_ir_version())]
 
     def compile(self, model: ir.Model, options: CompileOptions, output: Path | None = None) -> Artifact:
         session_options = ort.SessionOptions()
@@ -116,6 +128,11 @@ class OrtBackend(Backend):
         if options.extra.get("profile_prefix"):
             session_options.enable_profiling = True
             session_options.profile_file_prefix = str(options.extra["profile_prefix"])
+        if uses_kernels(model):
+            from onnxpress import kernels
+
+            kernels.register(session_options)
+        metadata["onnxpress_kernels"] = uses_kernels(model)
         uses_contrib = any(n.domain == CONTRIB_DOMAIN for n in ir.traversal.RecursiveGraphIterator(model.graph))
         if uses_contrib and not register_custom_ops(session_options):
             raise BackendUnavailableError("the model uses ai.onnx.contrib custom ops but onnxruntime-extensions is not installed", hint="pip install 'onnxpress[kernels]'")

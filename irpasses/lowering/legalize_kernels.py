@@ -15,6 +15,8 @@ only when the kernel takes at most ``faster`` of the dense time. Timings are cac
 from __future__ import annotations
 
 import dataclasses
+import statistics
+import time
 from typing import Literal
 
 import numpy as np
@@ -40,6 +42,8 @@ class Candidate:
     bias: np.ndarray | None
     m: int = 4
     n: int = 2
+    add: ir.Node | None = None
+    """A MatMul's only consumer, Add of a per-column constant, folded into the kernel as its bias."""
 
 
 def _constant(value: ir.Value | None) -> np.ndarray | None:
@@ -81,6 +85,22 @@ def _gemm_weight(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | None:
             return None
         bias = np.broadcast_to(c.reshape(-1), (weight.shape[1],)).astype(np.float32) * np.float32(attrs.get_float("beta", 1.0))
     return np.ascontiguousarray(weight, dtype=np.float32), bias
+
+
+def _bias_add(node: ir.Node, columns: int) -> tuple[ir.Node | None, np.ndarray | None]:
+    """The Add that is the MatMul's only consumer and adds a constant that varies along the last axis only."""
+    out = node.outputs[0]
+    uses = list(out.uses())
+    if len(uses) != 1 or out.is_graph_output():
+        return None, None
+    add = uses[0].node
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or add.graph is not node.graph:
+        return None, None
+    other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    bias = _constant(other)
+    if bias is None or bias.dtype != np.float32 or bias.size != columns or (bias.ndim and bias.shape[-1] != columns):
+        return None, None
+    return add, bias.reshape(-1).copy()
 
 
 def nm_pattern(weight: np.ndarray) -> tuple[int, int] | None:
@@ -148,12 +168,15 @@ def find_candidate(node: ir.Node, lut: bool, sparse: bool, min_elements: int) ->
             return None, "the weight is not a 2-D float32 matrix"
     if weight.size < min_elements:
         return None, f"the weight has fewer than {min_elements} elements"
+    add = None
+    if node.op_type == "MatMul":
+        add, bias = _bias_add(node, weight.shape[1])
     if sparse:
         pattern = nm_pattern(weight)
         if pattern is not None and (weight == 0).mean() >= 0.45:
-            return Candidate(node, "sparse", weight, scales, bias, *pattern), ""
+            return Candidate(node, "sparse", weight, scales, bias, *pattern, add=add), ""
     if lut and scales is None and few_values(weight):
-        return Candidate(node, "lut", weight, None, bias), ""
+        return Candidate(node, "lut", weight, None, bias, add=add), ""
     return None, "no N:M sparsity and more than 16 distinct values in some column"
 
 
@@ -214,17 +237,29 @@ def _layer_model(c: Candidate, rows: int, kernel: bool) -> ir.Model:
     return ir.Model(graph, ir_version=8)
 
 
-def time_candidate(c: Candidate, rows: int, threads: int) -> tuple[float, float]:
-    """(dense ms, kernel ms) of the layer alone on this machine; cached per shape and structure."""
-    from onnxpress.irpasses.quant.layer_timing import median_ms
+def time_candidate(c: Candidate, rows: int, threads: int, rounds: int = 7, round_s: float = 0.01) -> tuple[float, float]:
+    """(dense ms, kernel ms) of the layer alone on this machine, timed in alternating rounds so drift on a
+    shared machine hits both alike; cached per shape and structure."""
+    from onnxpress.backends.ort.runner import make_session
 
     K, N = c.weight.shape
     key = (c.kind, K, N, rows, threads, c.m, c.n, c.scales is not None, c.bias is not None,
            None if c.kind == "sparse" else codebook_form(c.weight[:, :64])[2])
-    if key not in _TIMINGS:
-        dense = median_ms(_layer_model(c, rows, False), (rows, K), 0.05, 7, threads)
-        kernel = median_ms(_layer_model(c, rows, True), (rows, K), 0.05, 7, threads)
-        _TIMINGS[key] = (dense, kernel)
+    if key in _TIMINGS:
+        return _TIMINGS[key]
+    feed = {"x": np.random.default_rng(0).standard_normal((rows, K)).astype(np.float32)}
+    sessions = [make_session(_layer_model(c, rows, kernel), optimization="all", threads=threads) for kernel in (False, True)]
+    times: list[list[float]] = [[], []]
+    for session in sessions:
+        session.run(None, feed)
+    for _ in range(rounds):
+        for session, bucket in zip(sessions, times):
+            start = time.perf_counter()
+            while len(bucket) % 3 or time.perf_counter() - start < round_s:
+                t0 = time.perf_counter()
+                session.run(None, feed)
+                bucket.append(time.perf_counter() - t0)
+    _TIMINGS[key] = (statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3)
     return _TIMINGS[key]
 
 
@@ -246,6 +281,9 @@ class LegalizeKernels(Pass):
     """Intra-op threads for the timings (the deployment's)."""
     min_elements: int = 16384
     """Smaller weights stay dense: the call overhead outweighs anything a kernel saves."""
+    require: bool = True
+    """False: without the kernel library (no compiler here) warn and leave the model dense instead of failing
+    (the ORT backend's legalization does this)."""
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         if not 0 < self.faster <= 1:
@@ -262,6 +300,10 @@ class LegalizeKernels(Pass):
         from onnxpress import kernels
 
         status = kernels.available()
+        if not status.ok and not self.require:
+            ctx.logger.warning("legalize-kernels: %d layer(s) could use onnxpress kernels, but they are not available "
+                               "(%s); the model stays dense", len(candidates), status.reason)
+            return self.result(model, False, candidates=len(candidates), kernels_unavailable=1)
         if not status.ok:
             raise BackendUnavailableError(f"legalize-kernels: the onnxpress kernels are not available: {status.reason}",
                                           hint="install g++, then: python -m onnxpress.kernels build")
@@ -314,12 +356,16 @@ class LegalizeKernels(Pass):
         for value in inits:
             graph.register_initializer(value)
         graph.insert_before(c.node, node)
-        old, new = c.node.outputs[0], node.outputs[0]
+        last = c.add if c.add is not None else c.node  # the folded Add's output is the layer's output now
+        old, new = last.outputs[0], node.outputs[0]
         name = old.name
         old.name = None
         new.name, new.type, new.shape = name, old.type, old.shape
         old.replace_all_uses_with(new, replace_graph_outputs=True)
         weights = [v for v in c.node.inputs[1:] if v is not None]
+        if c.add is not None:
+            weights += [v for v in c.add.inputs if v is not None and v is not c.node.outputs[0]]
+            graph.remove(c.add, safe=True)
         graph.remove(c.node, safe=True)
         for value in weights:
             _drop_if_unused(graph, value)

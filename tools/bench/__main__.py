@@ -6,6 +6,9 @@ models: nodes, transform time, ORT latency at 1 and 2 threads, output error.
 ``python -m onnxpress.tools.bench backends`` -- ORT vs OpenVINO latency and agreement on the real models,
 TensorRT engine builds (TensorRT-RTX on CPU machines).
 
+``python -m onnxpress.tools.bench kernels`` -- our SparseMatMul / LutMatMul / DecodeWeights against onnxruntime's
+MatMul and MatMulNBits, and MiniLM with 2:4 FFN weights end to end.
+
 ``python -m onnxpress.tools.bench io`` -- load -> cleanup -> save on a generated 1.2 GB / 12.7k-node model
 with external data, against raw onnx, onnx-graphsurgeon and onnxslim: wall time and peak RSS per process.
 Results go to ``bench-out/`` (JSON) and are printed as a Markdown table for BENCHMARKS.md.
@@ -102,7 +105,7 @@ def machine() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion", "quant"])
+    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion", "quant", "kernels"])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
