@@ -78,6 +78,7 @@ def native() -> ctypes.CDLL:
     lib = ctypes.CDLL(library_path())
     lib.opx_isa.restype = ctypes.c_int
     lib.opx_cpu_isa.restype = ctypes.c_int
+    lib.opx_has_vnni.restype = ctypes.c_int
     lib.opx_encode.restype = ctypes.c_int64
     lib.opx_encode.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
                                ctypes.c_void_p, ctypes.c_uint64]
@@ -92,6 +93,11 @@ def native() -> ctypes.CDLL:
 def isa() -> str:
     """The instruction set the kernels run with in this process (ONNXPRESS_KERNELS_ISA=avx2|scalar lowers it)."""
     return _ISA_NAMES[native().opx_isa()]
+
+
+def int8_lut() -> bool:
+    """Whether LutMatMul's accuracy level 4 runs its int8 (AVX-512 VNNI) path here; else the float path."""
+    return bool(native().opx_has_vnni())
 
 
 def cpu_isa() -> str:

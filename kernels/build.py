@@ -42,6 +42,7 @@ _UNITS = {
     "ops.cc": (),
     "avx2.cc": ("-mavx2", "-mfma", "-mf16c"),
     "avx512.cc": ("-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma", "-mf16c"),
+    "avx512vnni.cc": ("-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mfma"),
 }
 
 

@@ -37,14 +37,15 @@ def sparse_matmul(w: SparseWeights, bias: np.ndarray | None = None, name: str = 
 
 
 def lut_matmul(codes: np.ndarray | bytes, codebook: np.ndarray, K: int, N: int, bits: int, group_size: int = 0,
-               bias: np.ndarray | None = None, name: str = "lut") -> onnx.ModelProto:
+               bias: np.ndarray | None = None, name: str = "lut", accuracy_level: int = 0) -> onnx.ModelProto:
     code_input = np.frombuffer(codes, np.uint8) if isinstance(codes, bytes) else codes
     inits = {"codes": code_input, "codebook": codebook}
     names = ["A", "codes", "codebook"]
     if bias is not None:
         inits["bias"] = bias.astype(np.float32)
         names.append("bias")
-    node = helper.make_node("LutMatMul", names, ["Y"], domain=DOMAIN, name=name, K=K, N=N, bits=bits, group_size=group_size)
+    node = helper.make_node("LutMatMul", names, ["Y"], domain=DOMAIN, name=name, K=K, N=N, bits=bits, group_size=group_size,
+                            accuracy_level=accuracy_level)
     return _model([node], inits, True)
 
 

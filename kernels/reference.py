@@ -25,6 +25,29 @@ def lut_matmul(a: np.ndarray, packed_codes: np.ndarray, codebook: np.ndarray, K:
     return (y + (0 if bias is None else bias)).astype(np.float32)
 
 
+def lut_matmul_int8(a: np.ndarray, packed_codes: np.ndarray, codebook: np.ndarray, K: int, bits: int, group_size: int = 0,
+                    bias: np.ndarray | None = None) -> np.ndarray:
+    """LutMatMul at accuracy level 4, simulated: each table rounded to int8 with scale max|entry|/127, the
+    activations per row and block of 128 with scale max|a|/127 (float32 arithmetic, round half to even)."""
+    codes = unpack_codes(packed_codes, K, bits)
+    book = np.asarray(codebook, dtype=np.float32)
+    scale = np.abs(book).max(axis=-1, keepdims=True).astype(np.float32) / np.float32(127)
+    scale[scale == 0] = 1
+    quantized = np.clip(np.rint(book / scale), -127, 127).astype(np.float32) * scale  # dequantized tables
+    weight = codebook_weight(codes, quantized, group_size).astype(np.float64)
+    rows = a.reshape(-1, K).astype(np.float32)
+    blocks = -(-K // 128)
+    padded = np.zeros((rows.shape[0], blocks * 128), np.float32)
+    padded[:, :K] = rows
+    grouped = padded.reshape(rows.shape[0], blocks, 128)
+    a_scale = np.abs(grouped).max(axis=2, keepdims=True) / np.float32(127)
+    a_scale[a_scale == 0] = 1
+    a_q = np.clip(np.rint(grouped * (np.float32(1) / a_scale)), -127, 127) * a_scale
+    y = a_q.reshape(rows.shape[0], -1)[:, :K].astype(np.float64) @ weight
+    y = y + (0 if bias is None else bias)
+    return y.reshape(*a.shape[:-1], -1).astype(np.float32)
+
+
 def _crc32c(data: bytes) -> int:
     crc = 0xFFFFFFFF
     for byte in data:

@@ -64,6 +64,24 @@ def check_lut(K: int, N: int, bits: int, scope: str, group: int, lead: tuple[int
     return _relative_error(y, reference.lut_matmul(a, packed, codebook, K, bits, group))
 
 
+def check_lut_int8(K: int, N: int, bits: int, scope: str, rows: int, threads: int, seed: int = 0) -> float:
+    """Accuracy level 4 against its simulation where the int8 path runs, else against the exact reference."""
+    from onnxpress import kernels
+
+    rng = np.random.default_rng(seed)
+    entries = 1 << bits
+    codes = rng.integers(0, entries, (K, N)).astype(np.uint8)
+    book = {"tensor": (1, entries), "column": (N, entries), "group": (-(-K // 128), N, entries)}[scope]
+    codebook = rng.standard_normal(book).astype(np.float32)
+    group = 128 if scope == "group" else 0
+    packed = formats.pack_codes(codes, bits)
+    a = rng.standard_normal((rows, K)).astype(np.float32)
+    y = graphs.session(graphs.lut_matmul(packed, codebook, K, N, bits, group, accuracy_level=4), threads).run(None, {"A": a})[0]
+    simulate = kernels.int8_lut() and bits != 2
+    ref = (reference.lut_matmul_int8 if simulate else reference.lut_matmul)(a, packed, codebook, K, bits, group)
+    return _relative_error(y, ref)
+
+
 def run() -> list[str]:
     failures = []
     for case in sparse_cases():
@@ -74,6 +92,11 @@ def run() -> list[str]:
         error = check_lut(*case)
         if not error <= TOLERANCE:
             failures.append(f"LutMatMul {case}: relative error {error:.2e}")
+    for case in itertools.product(((128, 8, 4), (300, 13, 3), (513, 40, 4), (96, 5, 2)), ("tensor", "column", "group"), (1, 6), (1, 2)):
+        (K, N, bits), scope, rows, threads = case
+        error = check_lut_int8(K, N, bits, scope, rows, threads)
+        if not error <= TOLERANCE:
+            failures.append(f"LutMatMul accuracy_level=4 {case}: relative error {error:.2e}")
     rng = np.random.default_rng(3)
     symbols = rng.integers(0, 11, 5000).astype(np.uint8)
     book = rng.standard_normal(11).astype(np.float32)

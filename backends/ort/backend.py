@@ -56,13 +56,11 @@ def _has_function_body(op: str, opset: int) -> bool:
 
 
 def register_custom_ops(options: ort.SessionOptions) -> bool:
-    """Register onnxruntime-extensions (and the PyOps it holds, ours included); False if not installed."""
+    """Register onnxruntime-extensions (for ``ai.onnx.contrib`` ops); False if not installed."""
     try:
         import onnxruntime_extensions
     except ImportError:
         return False
-    import onnxpress.kernels  # noqa: F401 - importing registers our PyOps with onnxruntime-extensions
-
     options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
     return True
 

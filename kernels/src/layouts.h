@@ -49,6 +49,30 @@ struct LutPacked {
 inline int lut_shift(int bits) { return bits == 2 ? 2 : 4; }
 inline int64_t lut_block_codes(int bits) { return bits == 2 ? 256 : 128; }
 
+// LutMatMul at accuracy level 4: int8 tables (16 entries per K group and column, table value =
+// round(codebook / scale)), activations quantized per row and 128-code block. The codes are LutPacked's;
+// per row and block the activations arrive as 128 bytes (value + 128, so unsigned) in the order the
+// nibbles sit in the code block: bytes 0..63 pair with the low nibbles (byte 4i+j <-> code 32j+i), bytes
+// 64..127 with the high ones (code 32j+16+i). colsum[block][column] = sum of the table values of that
+// block's codes (padding included) undoes the +128.
+struct LutInt8 {
+  int64_t K = 0, N = 0, blocks = 0, col_bytes = 0;
+  int64_t group_blocks = 0;       // blocks per K group (table switch); >= blocks when one table over K
+  bool per_column = true;
+  const uint8_t* codes = nullptr;
+  const int8_t* tables = nullptr;  // [groups][per_column ? N : 1][16]
+  const float* table_scale = nullptr;  // [groups][per_column ? N : 1]
+  const int32_t* colsum = nullptr;     // [blocks][N]
+  const float* bias = nullptr;
+};
+
+// Y[r0:r1, c0:c1]: Aq [rows][blocks][128] unsigned activations, a_scale [rows][blocks].
+using LutInt8Fn = void (*)(const LutInt8&, const uint8_t* Aq, const float* a_scale, float* Y, int64_t r0, int64_t r1,
+                           int64_t c0, int64_t c1);
+namespace avx512vnni {
+void lut_int8(const LutInt8&, const uint8_t*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
+}  // namespace avx512vnni
+
 // Y[r0:r1, tile/column block] for row-major A [rows, K] and Y [rows, N].
 using SparseFn = void (*)(const SparsePacked&, const float* A, float* Y, int64_t r0, int64_t r1, int64_t t0,
                           int64_t t1);

@@ -8,7 +8,10 @@
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -47,6 +50,16 @@ int active_isa() {
     return best;
   }();
   return isa;
+}
+
+// AVX-512 VNNI for LutMatMul's accuracy level 4 (only where the AVX-512 path is active).
+bool has_vnni() {
+#if defined(__x86_64__)
+  static const bool yes = active_isa() == kAvx512 && __builtin_cpu_supports("avx512vnni");
+  return yes;
+#else
+  return false;
+#endif
 }
 
 SparseFn sparse_fn() {
@@ -336,7 +349,82 @@ struct LutWeights {
   LutPacked packed;
   std::vector<float> tables;
   std::vector<uint8_t> owned_codes;  // when the codes came as an entropy-coded blob
+  // accuracy level 4 (int8 tables, VNNI): empty when not in use
+  LutInt8 int8;
+  std::vector<int8_t> int8_tables;
+  std::vector<float> int8_scales;
+  std::vector<int32_t> colsum;
+  bool use_int8 = false;
 };
+
+// int8 tables and per-block column sums for accuracy level 4 (4/3-bit codes, K groups of whole blocks).
+void prepare_int8(const int64_t entries, LutWeights* out) {
+  const LutPacked& w = out->packed;
+  const int64_t blocks = w.col_bytes / 64;
+  const int64_t stride = w.per_column ? w.N : 1;
+  const int64_t groups = w.group_size ? (w.K + w.group_size - 1) / w.group_size : 1;
+  const int64_t tables = groups * stride;
+  out->int8_tables.assign(static_cast<size_t>(tables * 16), 0);
+  out->int8_scales.assign(static_cast<size_t>(tables), 1.f);
+  for (int64_t t = 0; t < tables; ++t) {
+    float biggest = 0.f;
+    for (int64_t i = 0; i < entries; ++i) biggest = std::max(biggest, std::abs(out->tables[t * 16 + i]));
+    const float scale = biggest > 0.f ? biggest / 127.f : 1.f;
+    out->int8_scales[t] = scale;
+    for (int64_t i = 0; i < 16; ++i) {
+      const float q = std::nearbyint(out->tables[t * 16 + i] / scale);
+      out->int8_tables[t * 16 + i] = static_cast<int8_t>(std::max(-127.f, std::min(127.f, q)));
+    }
+  }
+  const int64_t group_blocks = w.group_size ? w.group_size / 128 : blocks + 1;
+  out->colsum.assign(static_cast<size_t>(blocks * w.N), 0);
+  for (int64_t c = 0; c < w.N; ++c)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t t = (b / group_blocks) * stride + (w.per_column ? c : 0);
+      const int8_t* table = out->int8_tables.data() + t * 16;
+      int32_t sum = 0;
+      for (int i = 0; i < 16; ++i) {
+        uint32_t lane;
+        std::memcpy(&lane, w.codes + c * w.col_bytes + b * 64 + 4 * i, 4);
+        for (int q = 0; q < 8; ++q) sum += table[(lane >> (4 * q)) & 15u];
+      }
+      out->colsum[b * w.N + c] = sum;
+    }
+  LutInt8& v = out->int8;
+  v.K = w.K;
+  v.N = w.N;
+  v.blocks = blocks;
+  v.col_bytes = w.col_bytes;
+  v.group_blocks = group_blocks;
+  v.per_column = w.per_column;
+  v.codes = w.codes;
+  v.tables = out->int8_tables.data();
+  v.table_scale = out->int8_scales.data();
+  v.colsum = out->colsum.data();
+  v.bias = w.bias;
+  out->use_int8 = true;
+}
+
+// Activations per row and 128-code block: scale max|a|/127, value + 128 in the nibbles' order (layouts.h).
+void quantize_rows(const float* A, int64_t rows, int64_t K, int64_t blocks, std::vector<uint8_t>* q, std::vector<float>* scales) {
+  q->assign(static_cast<size_t>(rows * blocks * 128), 128);
+  scales->assign(static_cast<size_t>(rows * blocks), 1.f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* a = A + r * K + b * 128;
+      const int64_t valid = std::min<int64_t>(128, K - b * 128);
+      float biggest = 0.f;
+      for (int64_t k = 0; k < valid; ++k) biggest = std::max(biggest, std::abs(a[k]));
+      const float scale = biggest > 0.f ? biggest / 127.f : 1.f, inverse = 1.f / scale;
+      (*scales)[r * blocks + b] = scale;
+      uint8_t* out = q->data() + (r * blocks + b) * 128;
+      for (int64_t k = 0; k < valid; ++k) {
+        const int64_t j = (k % 32) / 16 ? 64 : 0, lane = k % 16, byte = k / 32;  // k = 32 byte + 16 half + lane
+        const float v = std::max(-127.f, std::min(127.f, std::nearbyint(a[k] * inverse)));
+        out[j + 4 * lane + byte] = static_cast<uint8_t>(static_cast<int>(v) + 128);
+      }
+    }
+}
 
 int64_t lut_col_bytes(int64_t K, int bits) {
   const int64_t block = lut_block_codes(bits);
@@ -357,8 +445,10 @@ void pack_codes(const uint8_t* symbols, int64_t K, int64_t N, int bits, uint8_t*
     }
 }
 
-void describe_lut(const std::string& where, int64_t K, int64_t N, int64_t bits, int64_t group_size, const TensorView& codes,
-                  const TensorView& codebook, const TensorView* bias, LutWeights* out) {
+void describe_lut(const std::string& where, int64_t K, int64_t N, int64_t bits, int64_t group_size, int64_t accuracy_level,
+                  const TensorView& codes, const TensorView& codebook, const TensorView* bias, LutWeights* out) {
+  if (accuracy_level != 0 && accuracy_level != 4)
+    throw OpError(where + ": accuracy_level=" + std::to_string(accuracy_level) + " is not supported (0: float, 4: int8)");
   if (bits != 2 && bits != 3 && bits != 4) throw OpError(where + ": attribute bits=" + std::to_string(bits) + " is not supported (2, 3 or 4)");
   if (K < 1 || N < 1) throw OpError(where + ": attributes K and N must be positive");
   const int64_t entries = int64_t{1} << bits;
@@ -434,11 +524,15 @@ void describe_lut(const std::string& where, int64_t K, int64_t N, int64_t bits, 
       throw OpError(where + ": bias must be float32 [" + std::to_string(N) + "]");
     w.bias = static_cast<const float*>(bias->data);
   }
+  // Level 4 runs on VNNI with 3/4-bit codes and K groups of whole 128-code blocks; elsewhere the float path
+  // (exact, slower) runs instead.
+  if (accuracy_level == 4 && has_vnni() && bits != 2 && (w.group_size == 0 || w.group_size % 128 == 0))
+    prepare_int8(entries, out);
 }
 
 struct LutMatMulKernel {
   std::string where;
-  int64_t K, N, bits, group_size;
+  int64_t K, N, bits, group_size, accuracy_level;
   bool constant = false;
   std::unique_ptr<LutWeights> weights;
 
@@ -447,12 +541,13 @@ struct LutMatMulKernel {
         K(attr_int(info, "K", 0)),
         N(attr_int(info, "N", 0)),
         bits(attr_int(info, "bits", 4)),
-        group_size(attr_int(info, "group_size", 0)) {
+        group_size(attr_int(info, "group_size", 0)),
+        accuracy_level(attr_int(info, "accuracy_level", 0)) {
     TensorView codes, codebook, bias;
     if (constant_input(info, 1, &codes) && constant_input(info, 2, &codebook)) {
       const bool has_bias = constant_input(info, 3, &bias);
       weights = std::make_unique<LutWeights>();
-      describe_lut(where, K, N, bits, group_size, codes, codebook, has_bias ? &bias : nullptr, weights.get());
+      describe_lut(where, K, N, bits, group_size, accuracy_level, codes, codebook, has_bias ? &bias : nullptr, weights.get());
       constant = true;
     }
   }
@@ -467,7 +562,7 @@ struct LutMatMulKernel {
         runtime_input(ctx, 1, &codes);
         runtime_input(ctx, 2, &codebook);
         const bool has_bias = runtime_input(ctx, 3, &bias);
-        describe_lut(where, K, N, bits, group_size, codes, codebook, has_bias ? &bias : nullptr, &per_call);
+        describe_lut(where, K, N, bits, group_size, accuracy_level, codes, codebook, has_bias ? &bias : nullptr, &per_call);
         w = &per_call;
       }
       TensorView a;
@@ -483,6 +578,18 @@ struct LutMatMulKernel {
       const float* A = static_cast<const float*>(a.data);
       const int64_t col_block = rows >= 4 ? 24 : 32, row_block = rows >= 4 ? 16 : rows;
       const int64_t cblocks = (N + col_block - 1) / col_block, rblocks = (rows + row_block - 1) / row_block;
+      if (w->use_int8) {
+        std::vector<uint8_t> aq;
+        std::vector<float> scales;
+        quantize_rows(A, rows, K, w->int8.blocks, &aq, &scales);
+        const LutInt8& v = w->int8;
+        parallel_for(ctx, static_cast<size_t>(cblocks * rblocks), [&](size_t item) {
+          const int64_t cb = static_cast<int64_t>(item) / rblocks, rb = static_cast<int64_t>(item) % rblocks;
+          avx512vnni::lut_int8(v, aq.data(), scales.data(), Y, rb * row_block, std::min(rows, rb * row_block + row_block),
+                               cb * col_block, std::min(N, cb * col_block + col_block));
+        });
+        return;
+      }
       LutFn fn = lut_fn();
       const LutPacked& packed = w->packed;
       parallel_for(ctx, static_cast<size_t>(cblocks * rblocks), [&](size_t item) {
@@ -671,6 +778,7 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
 // Plain C entry points for Python (ctypes): the encoder, the decoder and the ISA in use.
 __attribute__((visibility("default"))) int opx_isa() { return opx::active_isa(); }
 __attribute__((visibility("default"))) int opx_cpu_isa() { return opx::cpu_isa(); }
+__attribute__((visibility("default"))) int opx_has_vnni() { return opx::has_vnni() ? 1 : 0; }
 
 __attribute__((visibility("default"))) int64_t opx_encode(const uint8_t* symbols, uint64_t count, uint32_t alphabet,
                                                           uint32_t ways, uint32_t prob_bits, uint8_t* out, uint64_t capacity) {
