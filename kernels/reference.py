@@ -28,7 +28,7 @@ def lut_matmul(a: np.ndarray, packed_codes: np.ndarray, codebook: np.ndarray, K:
 def lut_matmul_int8(a: np.ndarray, packed_codes: np.ndarray, codebook: np.ndarray, K: int, bits: int, group_size: int = 0,
                     bias: np.ndarray | None = None) -> np.ndarray:
     """LutMatMul at accuracy level 4, simulated: each table rounded to int8 with scale max|entry|/127, the
-    activations per row and block of 128 with scale max|a|/127 (float32 arithmetic, round half to even)."""
+    activations per row and span of 512 with scale max|a|/127 (float32 arithmetic, round half to even)."""
     codes = unpack_codes(packed_codes, K, bits)
     book = np.asarray(codebook, dtype=np.float32)
     scale = np.abs(book).max(axis=-1, keepdims=True).astype(np.float32) / np.float32(127)
@@ -36,10 +36,10 @@ def lut_matmul_int8(a: np.ndarray, packed_codes: np.ndarray, codebook: np.ndarra
     quantized = np.clip(np.rint(book / scale), -127, 127).astype(np.float32) * scale  # dequantized tables
     weight = codebook_weight(codes, quantized, group_size).astype(np.float64)
     rows = a.reshape(-1, K).astype(np.float32)
-    blocks = -(-K // 128)
-    padded = np.zeros((rows.shape[0], blocks * 128), np.float32)
+    spans = -(-K // 512)
+    padded = np.zeros((rows.shape[0], spans * 512), np.float32)
     padded[:, :K] = rows
-    grouped = padded.reshape(rows.shape[0], blocks, 128)
+    grouped = padded.reshape(rows.shape[0], spans, 512)
     a_scale = np.abs(grouped).max(axis=2, keepdims=True) / np.float32(127)
     a_scale[a_scale == 0] = 1
     a_q = np.clip(np.rint(grouped * (np.float32(1) / a_scale)), -127, 127) * a_scale

@@ -9,23 +9,30 @@ namespace opx {
 namespace avx512vnni {
 namespace {
 
+// int32 sums run over a span of code blocks sharing one activation scale (kScaleBlocks) and one table; at
+// the span's end they turn into float once.
 template <int C>
 void columns(const LutInt8& w, const uint8_t* Aq, const float* a_scale, float* Y, int64_t r, int64_t c) {
   const __m512i low = _mm512_set1_epi8(0x0f);
   const int64_t stride = w.per_column ? w.N : 1;
+  const int64_t spans = (w.blocks + kScaleBlocks - 1) / kScaleBlocks;
   __m512 acc[C];
+  __m512i dot[C];
+  int32_t colsum[C];
   float correction[C];
   __m512i table[C];
   float scale[C];
 #pragma GCC unroll 8
   for (int j = 0; j < C; ++j) {
     acc[j] = _mm512_setzero_ps();
+    dot[j] = _mm512_setzero_si512();
+    colsum[j] = 0;
     correction[j] = 0.f;
     table[j] = _mm512_setzero_si512();
     scale[j] = 0.f;
   }
   const uint8_t* a_row = Aq + r * w.blocks * 128;
-  const float* s_row = a_scale + r * w.blocks;
+  const float* s_row = a_scale + r * spans;
   for (int64_t b = 0; b < w.blocks; ++b) {
     if (b % w.group_blocks == 0) {
       const int64_t g = b / w.group_blocks;
@@ -38,17 +45,25 @@ void columns(const LutInt8& w, const uint8_t* Aq, const float* a_scale, float* Y
     }
     const __m512i a_lo = _mm512_loadu_si512(a_row + b * 128);
     const __m512i a_hi = _mm512_loadu_si512(a_row + b * 128 + 64);
-    const float sa = s_row[b];
 #pragma GCC unroll 8
     for (int j = 0; j < C; ++j) {
       const __m512i codes = _mm512_loadu_si512(w.codes + (c + j) * w.col_bytes + b * 64);
       const __m512i w_lo = _mm512_shuffle_epi8(table[j], _mm512_and_si512(codes, low));
       const __m512i w_hi = _mm512_shuffle_epi8(table[j], _mm512_and_si512(_mm512_srli_epi16(codes, 4), low));
-      __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), a_lo, w_lo);
-      dot = _mm512_dpbusd_epi32(dot, a_hi, w_hi);
-      const float s = sa * scale[j];
-      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(s), acc[j]);
-      correction[j] += 128.f * static_cast<float>(w.colsum[b * w.N + c + j]) * s;
+      dot[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dot[j], a_lo, w_lo), a_hi, w_hi);
+      colsum[j] += w.colsum[b * w.N + c + j];
+    }
+    const bool span_ends = (b + 1) % kScaleBlocks == 0 || (b + 1) % w.group_blocks == 0 || b + 1 == w.blocks;
+    if (span_ends) {
+      const float sa = s_row[b / kScaleBlocks];
+#pragma GCC unroll 8
+      for (int j = 0; j < C; ++j) {
+        const float s = sa * scale[j];
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[j]), _mm512_set1_ps(s), acc[j]);
+        correction[j] += 128.f * static_cast<float>(colsum[j]) * s;
+        dot[j] = _mm512_setzero_si512();
+        colsum[j] = 0;
+      }
     }
   }
 #pragma GCC unroll 8
@@ -60,6 +75,45 @@ void columns(const LutInt8& w, const uint8_t* Aq, const float* a_scale, float* Y
 }
 
 }  // namespace
+
+void quantize_activations(const float* A, int64_t rows, int64_t K, int64_t blocks, uint8_t* q, float* scales) {
+  const int64_t spans = (blocks + kScaleBlocks - 1) / kScaleBlocks, span_len = kScaleBlocks * 128;
+  const __m512 magnitude = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = A + r * K;
+    for (int64_t sp = 0; sp < spans; ++sp) {
+      __m512 biggest = _mm512_setzero_ps();
+      const int64_t k_end = (sp + 1) * span_len < K ? (sp + 1) * span_len : K;
+      for (int64_t k = sp * span_len; k < k_end; k += 16) {
+        const int64_t left = k_end - k;
+        const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+        biggest = _mm512_max_ps(biggest, _mm512_and_ps(_mm512_maskz_loadu_ps(m, a + k), magnitude));
+      }
+      const float top = _mm512_reduce_max_ps(biggest);
+      const float scale = top > 0.f ? top / 127.f : 1.f;
+      scales[r * spans + sp] = scale;
+      const __m512 inverse = _mm512_set1_ps(1.f / scale);
+      const int64_t b_end = (sp + 1) * kScaleBlocks < blocks ? (sp + 1) * kScaleBlocks : blocks;
+      for (int64_t b = sp * kScaleBlocks; b < b_end; ++b) {
+        uint8_t* out = q + (r * blocks + b) * 128;
+        for (int half = 0; half < 2; ++half) {
+          __m512i word = _mm512_setzero_si512();
+          for (int byte = 0; byte < 4; ++byte) {  // codes 32 byte + 16 half + lane go to byte 4 lane + byte
+            const int64_t k = b * 128 + 32 * byte + 16 * half;
+            const int64_t left = K - k;
+            const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff)
+                                : left <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << left) - 1);
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + (k < K ? k : 0)), inverse));
+            v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+            v = _mm512_and_si512(_mm512_add_epi32(v, _mm512_set1_epi32(128)), _mm512_set1_epi32(0xff));
+            word = _mm512_or_si512(word, _mm512_slli_epi32(v, 8 * byte));
+          }
+          _mm512_storeu_si512(out + 64 * half, word);
+        }
+      }
+    }
+  }
+}
 
 void lut_int8(const LutInt8& w, const uint8_t* Aq, const float* a_scale, float* Y, int64_t r0, int64_t r1, int64_t c0,
               int64_t c1) {

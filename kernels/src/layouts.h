@@ -50,7 +50,8 @@ inline int lut_shift(int bits) { return bits == 2 ? 2 : 4; }
 inline int64_t lut_block_codes(int bits) { return bits == 2 ? 256 : 128; }
 
 // LutMatMul at accuracy level 4: int8 tables (16 entries per K group and column, table value =
-// round(codebook / scale)), activations quantized per row and 128-code block. The codes are LutPacked's;
+// round(codebook / scale)), activations quantized per row and span of kScaleBlocks code blocks (512 codes:
+// int32 sums of 8 vpdpbusd per lane stay far below 2^31). The codes are LutPacked's;
 // per row and block the activations arrive as 128 bytes (value + 128, so unsigned) in the order the
 // nibbles sit in the code block: bytes 0..63 pair with the low nibbles (byte 4i+j <-> code 32j+i), bytes
 // 64..127 with the high ones (code 32j+16+i). colsum[block][column] = sum of the table values of that
@@ -66,11 +67,14 @@ struct LutInt8 {
   const float* bias = nullptr;
 };
 
-// Y[r0:r1, c0:c1]: Aq [rows][blocks][128] unsigned activations, a_scale [rows][blocks].
+// Y[r0:r1, c0:c1]: Aq [rows][blocks][128] unsigned activations, a_scale [rows][ceil(blocks / kScaleBlocks)].
+constexpr int64_t kScaleBlocks = 4;
 using LutInt8Fn = void (*)(const LutInt8&, const uint8_t* Aq, const float* a_scale, float* Y, int64_t r0, int64_t r1,
                            int64_t c0, int64_t c1);
 namespace avx512vnni {
 void lut_int8(const LutInt8&, const uint8_t*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
+// A [rows, K] into that form: q [rows][blocks][128], scales [rows][ceil(blocks / kScaleBlocks)].
+void quantize_activations(const float* A, int64_t rows, int64_t K, int64_t blocks, uint8_t* q, float* scales);
 }  // namespace avx512vnni
 
 // Y[r0:r1, tile/column block] for row-major A [rows, K] and Y [rows, N].

@@ -405,26 +405,6 @@ void prepare_int8(const int64_t entries, LutWeights* out) {
   out->use_int8 = true;
 }
 
-// Activations per row and 128-code block: scale max|a|/127, value + 128 in the nibbles' order (layouts.h).
-void quantize_rows(const float* A, int64_t rows, int64_t K, int64_t blocks, std::vector<uint8_t>* q, std::vector<float>* scales) {
-  q->assign(static_cast<size_t>(rows * blocks * 128), 128);
-  scales->assign(static_cast<size_t>(rows * blocks), 1.f);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const float* a = A + r * K + b * 128;
-      const int64_t valid = std::min<int64_t>(128, K - b * 128);
-      float biggest = 0.f;
-      for (int64_t k = 0; k < valid; ++k) biggest = std::max(biggest, std::abs(a[k]));
-      const float scale = biggest > 0.f ? biggest / 127.f : 1.f, inverse = 1.f / scale;
-      (*scales)[r * blocks + b] = scale;
-      uint8_t* out = q->data() + (r * blocks + b) * 128;
-      for (int64_t k = 0; k < valid; ++k) {
-        const int64_t j = (k % 32) / 16 ? 64 : 0, lane = k % 16, byte = k / 32;  // k = 32 byte + 16 half + lane
-        const float v = std::max(-127.f, std::min(127.f, std::nearbyint(a[k] * inverse)));
-        out[j + 4 * lane + byte] = static_cast<uint8_t>(static_cast<int>(v) + 128);
-      }
-    }
-}
 
 int64_t lut_col_bytes(int64_t K, int bits) {
   const int64_t block = lut_block_codes(bits);
@@ -579,9 +559,10 @@ struct LutMatMulKernel {
       const int64_t col_block = rows >= 4 ? 24 : 32, row_block = rows >= 4 ? 16 : rows;
       const int64_t cblocks = (N + col_block - 1) / col_block, rblocks = (rows + row_block - 1) / row_block;
       if (w->use_int8) {
-        std::vector<uint8_t> aq;
-        std::vector<float> scales;
-        quantize_rows(A, rows, K, w->int8.blocks, &aq, &scales);
+        const int64_t blocks = w->int8.blocks;
+        std::vector<uint8_t> aq(static_cast<size_t>(rows * blocks * 128));
+        std::vector<float> scales(static_cast<size_t>(rows * ((blocks + kScaleBlocks - 1) / kScaleBlocks)));
+        avx512vnni::quantize_activations(A, rows, K, blocks, aq.data(), scales.data());
         const LutInt8& v = w->int8;
         parallel_for(ctx, static_cast<size_t>(cblocks * rblocks), [&](size_t item) {
           const int64_t cb = static_cast<int64_t>(item) / rblocks, rb = static_cast<int64_t>(item) % rblocks;
