@@ -85,7 +85,7 @@ def plan() -> BuildPlan:
     compiler, compiler_version = _compiler()
     digest = hashlib.sha256()
     for path in sorted(SOURCE_DIR.iterdir()):
-        if path.suffix in (".cc", ".h"):
+        if path.suffix in (".cc", ".h", ".inc"):
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(repr((_COMMON_FLAGS, _UNITS, compiler_version, onnxruntime.__version__, HEADERS_INTEGRITY)).encode())
     key = digest.hexdigest()[:16]
@@ -144,7 +144,8 @@ def headers_dir() -> Path:
         with tarfile.open(tarball) as archive:
             for member in archive.getmembers():
                 name = member.name
-                if member.isfile() and name.startswith(_HEADERS_IN_TARBALL) and name.endswith(".h") and "/" not in name[len(_HEADERS_IN_TARBALL):]:
+                inside = name[len(_HEADERS_IN_TARBALL):] if name.startswith(_HEADERS_IN_TARBALL) else ""
+                if member.isfile() and inside.endswith(".h") and "/" not in inside:
                     source = archive.extractfile(member)
                     assert source is not None
                     (staged / Path(name).name).write_bytes(source.read())

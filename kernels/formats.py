@@ -18,7 +18,6 @@ import ctypes
 from dataclasses import dataclass
 
 import numpy as np
-
 from onnxpress.irpasses.core.errors import DataError
 
 TILE = 16

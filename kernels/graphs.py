@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
 from onnxpress.kernels import DOMAIN
 from onnxpress.kernels.formats import SparseWeights
 
 IR_VERSION = 9  # onnxruntime 1.20+ reads it
 
 
-def _model(nodes: list[onnx.NodeProto], initializers: dict[str, np.ndarray], custom: bool, a_dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
+def _model(nodes: list[onnx.NodeProto], initializers: dict[str, np.ndarray], custom: bool,
+           a_dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "kernel", [helper.make_tensor_value_info("A", a_dtype, None)],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
@@ -70,7 +70,6 @@ def session(model: onnx.ModelProto, threads: int = 1, optimization: str = "all",
     """An onnxruntime session with our library registered when the model needs it. ``spinning=False`` stops
     idle pool threads from spinning, so sessions timed in turn do not steal each other's cores."""
     import onnxruntime as ort
-
     from onnxpress import kernels
 
     options = ort.SessionOptions()

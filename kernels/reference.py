@@ -9,8 +9,12 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-
-from onnxpress.kernels.formats import SparseWeights, codebook_weight, unpack_codes, unpack_sparse
+from onnxpress.kernels.formats import (
+    SparseWeights,
+    codebook_weight,
+    unpack_codes,
+    unpack_sparse,
+)
 
 
 def sparse_matmul(a: np.ndarray, w: SparseWeights, bias: np.ndarray | None = None) -> np.ndarray:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-
 from onnxpress.kernels import formats, graphs, reference
 
 TOLERANCE = 1e-5

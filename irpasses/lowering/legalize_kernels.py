@@ -21,7 +21,6 @@ from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
-
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import BackendUnavailableError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
@@ -253,7 +252,7 @@ def time_candidate(c: Candidate, rows: int, threads: int, rounds: int = 7, round
     for session in sessions:
         session.run(None, feed)
     for _ in range(rounds):
-        for session, bucket in zip(sessions, times):
+        for session, bucket in zip(sessions, times, strict=True):
             start = time.perf_counter()
             while len(bucket) % 3 or time.perf_counter() - start < round_s:
                 t0 = time.perf_counter()

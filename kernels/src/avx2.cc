@@ -9,8 +9,6 @@ namespace opx {
 namespace avx2 {
 namespace {
 
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
 template <int VT>
 inline __m256 load_values(const void* base, int64_t i) {
   if (VT == kF32) return _mm256_loadu_ps(static_cast<const float*>(base) + i);
@@ -80,21 +78,13 @@ void sparse_block(const SparsePacked& w, const float* A, float* Y, int64_t r, in
   }
 }
 
+#include "sparse_walk.inc"
+
 template <int VT, int M, int NK>
 void sparse_typed(const SparsePacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  // Half-tiles past N hold only padding: skip them.
-  const int64_t u0 = 2 * t0, u1 = min64(2 * t1, (w.N + 7) / 8);
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    int64_t u = u0;
-    for (; u + 2 <= u1; u += 2) sparse_block<4, 2, VT, M, NK>(w, A, Y, r, u);
-    for (; u < u1; ++u) sparse_block<4, 1, VT, M, NK>(w, A, Y, r, u);
-  }
-  for (; r < r1; ++r) {
-    int64_t u = u0;
-    for (; u + 4 <= u1; u += 4) sparse_block<1, 4, VT, M, NK>(w, A, Y, r, u);
-    for (; u < u1; ++u) sparse_block<1, 1, VT, M, NK>(w, A, Y, r, u);
-  }
+  // Column units are half-tiles of 8; those past N hold only padding and are skipped.
+  const int64_t u1 = 2 * t1 < (w.N + 7) / 8 ? 2 * t1 : (w.N + 7) / 8;
+  sparse_walk<4, 2, 4, 2, 4, VT, M, NK>(w, A, Y, r0, r1, 2 * t0, u1);
 }
 
 // ---- codebook (LUT) GEMM: 8 codes at a time -----------------------------------------------------------
@@ -177,42 +167,19 @@ void lut_block(const LutPacked& w, const float* A, float* Y, int64_t r, int64_t 
     }
 }
 
-template <int BITS>
-void lut_typed(const LutPacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  int64_t r = r0;
-  for (; r + 2 <= r1; r += 2) {
-    int64_t c = c0;
-    for (; c + 3 <= c1; c += 3) lut_block<2, 3, BITS>(w, A, Y, r, c);
-    for (; c < c1; ++c) lut_block<2, 1, BITS>(w, A, Y, r, c);
-  }
-  for (; r < r1; ++r) {
-    int64_t c = c0;
-    for (; c + 4 <= c1; c += 4) lut_block<1, 4, BITS>(w, A, Y, r, c);
-    for (; c < c1; ++c) lut_block<1, 1, BITS>(w, A, Y, r, c);
-  }
-}
-
-template <int VT>
-void sparse_values(const SparsePacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  if (w.m == 4 && w.n == 2) return sparse_typed<VT, 4, 2>(w, A, Y, r0, r1, t0, t1);
-  if (w.m == 8 && w.n == 4) return sparse_typed<VT, 8, 4>(w, A, Y, r0, r1, t0, t1);
-  if (w.m == 4) return sparse_typed<VT, 4, 0>(w, A, Y, r0, r1, t0, t1);
-  return sparse_typed<VT, 8, 0>(w, A, Y, r0, r1, t0, t1);
-}
+#include "lut_dispatch.inc"
+#include "sparse_dispatch.inc"
 
 }  // namespace
 
 void sparse(const SparsePacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  t1 = min64(t1, w.tiles);
-  if (w.value_type == kF16) return sparse_values<kF16>(w, A, Y, r0, r1, t0, t1);
-  if (w.value_type == kI8) return sparse_values<kI8>(w, A, Y, r0, r1, t0, t1);
-  return sparse_values<kF32>(w, A, Y, r0, r1, t0, t1);
+  sparse_dispatch(w, A, Y, r0, r1, t0, t1);
 }
 
 void lut(const LutPacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  if (w.bits == 2) return lut_typed<2>(w, A, Y, r0, r1, c0, c1);
-  if (w.bits == 3) return lut_typed<3>(w, A, Y, r0, r1, c0, c1);
-  return lut_typed<4>(w, A, Y, r0, r1, c0, c1);
+  if (w.bits == 2) return lut_typed<2, 3, 4, 2>(w, A, Y, r0, r1, c0, c1);
+  if (w.bits == 3) return lut_typed<2, 3, 4, 3>(w, A, Y, r0, r1, c0, c1);
+  return lut_typed<2, 3, 4, 4>(w, A, Y, r0, r1, c0, c1);
 }
 
 }  // namespace avx2

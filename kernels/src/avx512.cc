@@ -3,16 +3,10 @@
 #include <immintrin.h>
 
 #include "layouts.h"
-#ifndef OPX_R
-#define OPX_R 8
-#define OPX_T 2
-#endif
 
 namespace opx {
 namespace avx512 {
 namespace {
-
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 template <int VT>
 inline __m512 load_values(const void* base, int64_t i) {
@@ -78,26 +72,12 @@ void sparse_block(const SparsePacked& w, const float* A, float* Y, int64_t r, in
   }
 }
 
+#include "sparse_walk.inc"
+
+// 8 rows x 2 tiles (16 accumulators), then 4 x 2, then single rows over 4 tiles (m = 1: four chains).
 template <int VT, int M, int NK>
 void sparse_typed(const SparsePacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  int64_t r = r0;
-  for (; r + OPX_R <= r1; r += OPX_R) {
-    int64_t t = t0;
-    for (; t + OPX_T <= t1; t += OPX_T) sparse_block<OPX_R, OPX_T, VT, M, NK>(w, A, Y, r, t);
-    for (; t < t1; ++t) sparse_block<OPX_R, 1, VT, M, NK>(w, A, Y, r, t);
-  }
-  if (r1 - r >= 4) {
-    for (; r + 4 <= r1; r += 4) {
-      int64_t t = t0;
-      for (; t + 2 <= t1; t += 2) sparse_block<4, 2, VT, M, NK>(w, A, Y, r, t);
-      for (; t < t1; ++t) sparse_block<4, 1, VT, M, NK>(w, A, Y, r, t);
-    }
-  }
-  for (; r < r1; ++r) {
-    int64_t t = t0;
-    for (; t + 4 <= t1; t += 4) sparse_block<1, 4, VT, M, NK>(w, A, Y, r, t);
-    for (; t < t1; ++t) sparse_block<1, 1, VT, M, NK>(w, A, Y, r, t);
-  }
+  sparse_walk<8, 2, 4, 2, 4, VT, M, NK>(w, A, Y, r0, r1, t0, t1);
 }
 
 // ---- codebook (LUT) GEMM --------------------------------------------------------------------------------
@@ -160,41 +140,18 @@ void lut_block(const LutPacked& w, const float* A, float* Y, int64_t r, int64_t 
     }
 }
 
-template <int BITS>
-void lut_typed(const LutPacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    int64_t c = c0;
-    for (; c + 4 <= c1; c += 4) lut_block<4, 4, BITS>(w, A, Y, r, c);
-    for (; c < c1; ++c) lut_block<4, 1, BITS>(w, A, Y, r, c);
-  }
-  for (; r < r1; ++r) {
-    int64_t c = c0;
-    for (; c + 8 <= c1; c += 8) lut_block<1, 8, BITS>(w, A, Y, r, c);
-    for (; c < c1; ++c) lut_block<1, 1, BITS>(w, A, Y, r, c);
-  }
-}
-
-template <int VT>
-void sparse_values(const SparsePacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  if (w.m == 4 && w.n == 2) return sparse_typed<VT, 4, 2>(w, A, Y, r0, r1, t0, t1);
-  if (w.m == 8 && w.n == 4) return sparse_typed<VT, 8, 4>(w, A, Y, r0, r1, t0, t1);
-  if (w.m == 4) return sparse_typed<VT, 4, 0>(w, A, Y, r0, r1, t0, t1);
-  return sparse_typed<VT, 8, 0>(w, A, Y, r0, r1, t0, t1);
-}
+#include "lut_dispatch.inc"
+#include "sparse_dispatch.inc"
 
 }  // namespace
 
 void sparse(const SparsePacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  t1 = min64(t1, w.tiles);
-  if (w.value_type == kF16) return sparse_values<kF16>(w, A, Y, r0, r1, t0, t1);
-  if (w.value_type == kI8) return sparse_values<kI8>(w, A, Y, r0, r1, t0, t1);
-  return sparse_values<kF32>(w, A, Y, r0, r1, t0, t1);
+  sparse_dispatch(w, A, Y, r0, r1, t0, t1);
 }
 
 void lut(const LutPacked& w, const float* A, float* Y, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  if (w.bits == 2) return lut_typed<2>(w, A, Y, r0, r1, c0, c1);
-  return lut_typed<4>(w, A, Y, r0, r1, c0, c1);  // 3-bit codes are stored as nibbles
+  if (w.bits == 2) return lut_typed<4, 4, 8, 2>(w, A, Y, r0, r1, c0, c1);
+  return lut_typed<4, 4, 8, 4>(w, A, Y, r0, r1, c0, c1);  // 3-bit codes are stored as nibbles
 }
 
 }  // namespace avx512

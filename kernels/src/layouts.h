@@ -11,6 +11,8 @@ namespace opx {
 
 enum ValueType : int { kF32 = 0, kF16 = 1, kI8 = 2 };
 
+float half_to_float(uint16_t h);  // scalar.cc
+
 // N:M sparse weight W[K, N] (N:M along K) in its ONNX form, used in place (no copy at load): column tiles of
 // 16 columns; per tile, per group g of m rows of K, per kept slot s (0..n-1, positions increasing):
 //   values: 16 values (the kept W[g*m + position, column]) of `value_type`, zero in padded columns

@@ -5,10 +5,8 @@
 #include "layouts.h"
 
 namespace opx {
-namespace scalar {
-namespace {
 
-float half_to_float(uint16_t h) {
+float half_to_float(uint16_t h) {  // IEEE binary16 -> float, subnormals included
   uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ffu, bits;
   if (exp == 0) {
     if (mant == 0) {
@@ -30,6 +28,9 @@ float half_to_float(uint16_t h) {
   std::memcpy(&f, &bits, 4);
   return f;
 }
+
+namespace scalar {
+namespace {
 
 float value_at(const SparsePacked& w, int64_t i) {
   switch (w.value_type) {

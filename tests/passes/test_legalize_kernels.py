@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxpress
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-import onnxpress
 from onnxpress.backends.ort.runner import make_session
 from onnxpress.kernels import formats
 

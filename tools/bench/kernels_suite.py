@@ -6,9 +6,9 @@ fp32, fp16 and int8 values; LutMatMul 4-bit per-column codebooks; MatMulNBits 4-
 onnxruntime's own MatMulNBitsQuantizer from the same dense weight) at accuracy levels 0 and 4; numpy's matmul.
 Every variant of a configuration is timed in interleaved rounds (A B C ... A B C ...) so drift hits all alike;
 medians of whole ``session.run`` calls, ORT_ENABLE_ALL, idle pool threads not spinning (interleaved sessions
-would otherwise steal each other's cores), numpy held to the same thread count (threadpoolctl). Then DecodeWeights' decoding speed and the MiniLM
-end-to-end case: 2:4 FFN weights (magnitude), legalized to SparseMatMul where measured faster, against the
-dense float model, batch 1, 1 thread, real sentences.
+would otherwise steal each other's cores), numpy held to the same thread count (threadpoolctl). Then
+DecodeWeights' decoding speed and the MiniLM end-to-end case: 2:4 FFN weights (magnitude), legalized to
+SparseMatMul where measured faster, against the dense float model, batch 1, 1 thread, real sentences.
 """
 
 from __future__ import annotations
@@ -27,19 +27,24 @@ ROUNDS = 3
 ROUND_SECONDS = 0.08
 
 
-def _timer(session, feed: dict[str, np.ndarray]) -> Callable[[], list[float]]:
-    session.run(None, feed)
+def _rounds(call: Callable[[], object]) -> Callable[[], list[float]]:
+    """One timing round of ``call``: at least 3 calls, then until ROUND_SECONDS have passed."""
 
     def one_round() -> list[float]:
         times: list[float] = []
         start = time.perf_counter()
         while len(times) < 3 or (time.perf_counter() - start < ROUND_SECONDS and len(times) < 200):
             t0 = time.perf_counter()
-            session.run(None, feed)
+            call()
             times.append(time.perf_counter() - t0)
         return times
 
     return one_round
+
+
+def _timer(session, feed: dict[str, np.ndarray]) -> Callable[[], list[float]]:
+    session.run(None, feed)
+    return _rounds(lambda: session.run(None, feed))
 
 
 def _interleaved(timers: dict[str, Callable[[], list[float]]]) -> dict[str, float]:
@@ -54,9 +59,8 @@ def _nbits(weight: np.ndarray, accuracy_level: int):
     """onnxruntime's own 4-bit quantizer (block 32, symmetric) on the dense weight."""
     import logging
 
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
     from onnxpress.kernels import graphs
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     quantizer = MatMulNBitsQuantizer(graphs.dense_matmul(weight), block_size=32, is_symmetric=True, accuracy_level=accuracy_level)
@@ -107,15 +111,11 @@ def bench_matmuls() -> list[dict[str, object]]:
 def _numpy_timer(a: np.ndarray, weight: np.ndarray, threads: int) -> Callable[[], list[float]]:
     from threadpoolctl import threadpool_limits
 
+    inner = _rounds(lambda: np.matmul(a, weight))
+
     def one_round() -> list[float]:
-        times: list[float] = []
         with threadpool_limits(limits=threads):
-            start = time.perf_counter()
-            while len(times) < 3 or (time.perf_counter() - start < ROUND_SECONDS and len(times) < 200):
-                t0 = time.perf_counter()
-                np.matmul(a, weight)
-                times.append(time.perf_counter() - t0)
-        return times
+            return inner()
 
     return one_round
 
@@ -157,9 +157,8 @@ def bench_decode() -> dict[str, object]:
 
 def bench_minilm() -> dict[str, object]:
     import onnx_ir as ir
-
     import onnxpress
-    from onnxpress.backends.base import CompileOptions, compile_model, get_backend
+    from onnxpress.backends.base import CompileOptions, get_backend
     from onnxpress.kernels import formats
     from onnxpress.tools import real_models
 
@@ -238,7 +237,8 @@ def markdown(result: dict[str, object]) -> str:
             f"{err['MatMulNBits acc0']:.0e} / {err['MatMulNBits acc4']:.0e} |")
     d = result["decode"]
     lines += ["", f"DecodeWeights: {d['coded_bits_per_symbol']:.3f} bits/symbol for 4-bit codes of entropy {d['entropy_bits']:.3f}; "  # type: ignore[index]
-              + "; ".join(f"{k} output {v['gb_per_s']:.2f} GB/s ({v['msymbols_per_s']:.0f} M symbols/s)" for k, v in d.items() if isinstance(v, dict)),  # type: ignore[union-attr]
+              + "; ".join(f"{k} output {v['gb_per_s']:.2f} GB/s ({v['msymbols_per_s']:.0f} M symbols/s)"
+                          for k, v in d.items() if isinstance(v, dict)),  # type: ignore[union-attr]
               ""]
     e = result["minilm"]
     lines.append(f"MiniLM, 2:4 FFN weights: {e['legalize']}; dense {e['ms']['dense float (2:4 zeros)']:.2f} ms, kernels "  # type: ignore[index]
