@@ -40,3 +40,35 @@ def test_the_library_is_cached_per_onnxruntime_version_and_source() -> None:
     plan = build.plan()
     assert plan.library.parent.name.startswith(f"ort{onnxruntime.__version__}-")
     assert plan.key in str(plan.library)
+
+
+def test_without_the_library_everything_else_still_runs_and_says_why(tmp_path: Path) -> None:
+    """ONNXPRESS_KERNELS=off stands in for a machine without a compiler: available() gives the reason, the ORT
+    backend's legalization leaves a 2:4 model dense with a warning, and library_path() is a clear error."""
+    import os
+    import subprocess
+    import sys
+
+    script = '''
+import warnings, numpy as np, onnxpress
+from onnxpress import kernels
+from onnxpress.backends.base import CompileOptions, compile_model, get_backend
+from onnxpress.kernels import formats, graphs
+status = kernels.available()
+print("available", status.ok, status.reason)
+weight = formats.magnitude_nm(np.random.default_rng(0).standard_normal((256, 128)).astype(np.float32))
+model = onnxpress.load(graphs.dense_matmul(weight))
+artifact = compile_model(model, get_backend("ort"), CompileOptions(threads=1))
+print("ops", sorted({n.op_type for n in model.graph}))
+try:
+    kernels.library_path()
+except onnxpress.OnnxpressError as err:
+    print("error", err)
+'''
+    env = {**os.environ, "ONNXPRESS_KERNELS": "off"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "available False turned off by ONNXPRESS_KERNELS=off" in result.stdout
+    assert "ops ['MatMul']" in result.stdout
+    assert "could use onnxpress kernels, but they are not available" in result.stderr
+    assert "error onnxpress kernels are not available" in result.stdout
