@@ -9,30 +9,31 @@ namespace opx {
 namespace avx512vnni {
 namespace {
 
-// int32 sums run over a span of code blocks sharing one activation scale (kScaleBlocks) and one table; at
-// the span's end they turn into float once.
-template <int C>
+// R rows x C columns. int32 sums run over a span of code blocks sharing one activation scale (kScaleBlocks)
+// and one table; at the span's end they turn into float once. A decoded block serves all R rows.
+template <int R, int C>
 void columns(const LutInt8& w, const uint8_t* Aq, const float* a_scale, float* Y, int64_t r, int64_t c) {
   const __m512i low = _mm512_set1_epi8(0x0f);
   const int64_t stride = w.per_column ? w.N : 1;
   const int64_t spans = (w.blocks + kScaleBlocks - 1) / kScaleBlocks;
-  __m512 acc[C];
-  __m512i dot[C];
+  __m512 acc[R][C];
+  __m512i dot[R][C];
+  float correction[R][C];
   int32_t colsum[C];
-  float correction[C];
   __m512i table[C];
   float scale[C];
 #pragma GCC unroll 8
   for (int j = 0; j < C; ++j) {
-    acc[j] = _mm512_setzero_ps();
-    dot[j] = _mm512_setzero_si512();
     colsum[j] = 0;
-    correction[j] = 0.f;
     table[j] = _mm512_setzero_si512();
     scale[j] = 0.f;
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      acc[i][j] = _mm512_setzero_ps();
+      dot[i][j] = _mm512_setzero_si512();
+      correction[i][j] = 0.f;
+    }
   }
-  const uint8_t* a_row = Aq + r * w.blocks * 128;
-  const float* s_row = a_scale + r * spans;
   for (int64_t b = 0; b < w.blocks; ++b) {
     if (b % w.group_blocks == 0) {
       const int64_t g = b / w.group_blocks;
@@ -43,35 +44,47 @@ void columns(const LutInt8& w, const uint8_t* Aq, const float* a_scale, float* Y
         scale[j] = w.table_scale[t];
       }
     }
-    const __m512i a_lo = _mm512_loadu_si512(a_row + b * 128);
-    const __m512i a_hi = _mm512_loadu_si512(a_row + b * 128 + 64);
+    __m512i a_lo[R], a_hi[R];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const uint8_t* a = Aq + ((r + i) * w.blocks + b) * 128;
+      a_lo[i] = _mm512_loadu_si512(a);
+      a_hi[i] = _mm512_loadu_si512(a + 64);
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < C; ++j) {
       const __m512i codes = _mm512_loadu_si512(w.codes + (c + j) * w.col_bytes + b * 64);
       const __m512i w_lo = _mm512_shuffle_epi8(table[j], _mm512_and_si512(codes, low));
       const __m512i w_hi = _mm512_shuffle_epi8(table[j], _mm512_and_si512(_mm512_srli_epi16(codes, 4), low));
-      dot[j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dot[j], a_lo, w_lo), a_hi, w_hi);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) dot[i][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dot[i][j], a_lo[i], w_lo), a_hi[i], w_hi);
       colsum[j] += w.colsum[b * w.N + c + j];
     }
     const bool span_ends = (b + 1) % kScaleBlocks == 0 || (b + 1) % w.group_blocks == 0 || b + 1 == w.blocks;
     if (span_ends) {
-      const float sa = s_row[b / kScaleBlocks];
 #pragma GCC unroll 8
-      for (int j = 0; j < C; ++j) {
-        const float s = sa * scale[j];
-        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[j]), _mm512_set1_ps(s), acc[j]);
-        correction[j] += 128.f * static_cast<float>(colsum[j]) * s;
-        dot[j] = _mm512_setzero_si512();
-        colsum[j] = 0;
+      for (int i = 0; i < R; ++i) {
+        const float sa = a_scale[(r + i) * spans + b / kScaleBlocks];
+#pragma GCC unroll 8
+        for (int j = 0; j < C; ++j) {
+          const float s = sa * scale[j];
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i][j]), _mm512_set1_ps(s), acc[i][j]);
+          correction[i][j] += 128.f * static_cast<float>(colsum[j]) * s;
+          dot[i][j] = _mm512_setzero_si512();
+        }
       }
+#pragma GCC unroll 8
+      for (int j = 0; j < C; ++j) colsum[j] = 0;
     }
   }
 #pragma GCC unroll 8
-  for (int j = 0; j < C; ++j) {
-    float y = _mm512_reduce_add_ps(acc[j]) - correction[j];
-    if (w.bias) y += w.bias[c + j];
-    Y[r * w.N + c + j] = y;
-  }
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < C; ++j) {
+      float y = _mm512_reduce_add_ps(acc[i][j]) - correction[i][j];
+      if (w.bias) y += w.bias[c + j];
+      Y[(r + i) * w.N + c + j] = y;
+    }
 }
 
 }  // namespace
@@ -117,10 +130,16 @@ void quantize_activations(const float* A, int64_t rows, int64_t K, int64_t block
 
 void lut_int8(const LutInt8& w, const uint8_t* Aq, const float* a_scale, float* Y, int64_t r0, int64_t r1, int64_t c0,
               int64_t c1) {
-  for (int64_t r = r0; r < r1; ++r) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
     int64_t c = c0;
-    for (; c + 4 <= c1; c += 4) columns<4>(w, Aq, a_scale, Y, r, c);
-    for (; c < c1; ++c) columns<1>(w, Aq, a_scale, Y, r, c);
+    for (; c + 2 <= c1; c += 2) columns<4, 2>(w, Aq, a_scale, Y, r, c);
+    for (; c < c1; ++c) columns<4, 1>(w, Aq, a_scale, Y, r, c);
+  }
+  for (; r < r1; ++r) {
+    int64_t c = c0;
+    for (; c + 4 <= c1; c += 4) columns<1, 4>(w, Aq, a_scale, Y, r, c);
+    for (; c < c1; ++c) columns<1, 1>(w, Aq, a_scale, Y, r, c);
   }
 }
 
