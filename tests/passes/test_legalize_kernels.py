@@ -51,9 +51,14 @@ def _run(model: ir.Model | onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return make_session(model, optimization="disable").run(None, {"x": x})[0]
 
 
+def _samples(proto: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
+    shape = (4, K) if any(n.op_type == "Gemm" for n in proto.graph.node) else (1, 6, K)
+    return [{"x": np.random.default_rng(9).standard_normal(shape).astype(np.float32)}]
+
+
 def _legalized(proto: onnx.ModelProto, **options: object) -> tuple[ir.Model, dict[str, int]]:
     spec = "legalize-kernels{" + ",".join(f"{k}={v}" for k, v in {"cost_model": "always", **options}.items()) + "}"
-    model, report = onnxpress.optimize(onnxpress.load(proto), spec, verify="end")
+    model, report = onnxpress.optimize(onnxpress.load(proto), spec, samples=_samples(proto), verify="end")
     return model, report.records[-1].stats
 
 
@@ -102,11 +107,12 @@ def test_dense_and_small_weights_are_left_alone() -> None:
 
 def test_measured_cost_model_reports_every_candidate() -> None:
     proto = _model(_sparse_weight())
-    model, report = onnxpress.optimize(onnxpress.load(proto), "legalize-kernels", verify="end")
+    model, report = onnxpress.optimize(onnxpress.load(proto), "legalize-kernels", samples=_samples(proto), verify="end")
     stats = report.records[-1].stats
     assert stats["candidates"] == 1 and stats["sparse"] + stats["kept_dense_slower"] == 1
 
 
 def test_bad_option_is_a_clear_error() -> None:
     with pytest.raises(onnxpress.OnnxpressError, match=r"faster=1.5 must be in \(0, 1\]"):
-        onnxpress.optimize(onnxpress.load(_model(_sparse_weight())), "legalize-kernels{faster=1.5}")
+        proto = _model(_sparse_weight())
+        onnxpress.optimize(onnxpress.load(proto), "legalize-kernels{faster=1.5}", samples=_samples(proto))
