@@ -42,6 +42,7 @@ PLUGIN = Plugin(
         "convert-opset": f"{_P}.cleanup.convert_opset:ConvertOpset",
         "shape-cse": f"{_P}.fusion.shape_cse:ShapeCse",
         "legalize-kernels": f"{_P}.lowering.legalize_kernels:LegalizeKernels",
+        "cluster": f"{_P}.clustering.cluster:Cluster",
     },
     backends={
         "ort": "onnxpress.backends.ort.backend:OrtBackend",
@@ -59,6 +60,7 @@ PLUGIN = Plugin(
         "int8-smooth": "optimize,dynamic-quant{smooth=0.5,outliers=6}",
         "auto-dynamic": 'optimize,dynamic-quant{smooth=0.5,outliers=6,fidelity="cosine>=0.9994",eval_samples=32}',
         "fp8": "convert-opset{min=19},optimize,qdq{activations=fp8},dedup-initializers,dead-code",
+        "cluster4": "convert-opset{min=21},optimize,cluster{bits=4}",
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

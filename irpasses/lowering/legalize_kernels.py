@@ -319,7 +319,7 @@ class LegalizeKernels(Pass):
                     report.append({"node": c.node.name, "kind": c.kind, "rows": rows[c.node], "dense_ms": dense_ms,
                                    "kernel_ms": kernel_ms, "rewritten": False})
                     continue
-            self._replace(c)
+            replace_with_kernel(c)
             rewritten[c.kind] += 1
             report.append({"node": c.node.name, "kind": c.kind, "rows": rows[c.node], "dense_ms": dense_ms,
                            "kernel_ms": kernel_ms, "rewritten": True})
@@ -347,27 +347,28 @@ class LegalizeKernels(Pass):
             rows[c.node] = max(1, int(np.prod(shape[:-1]))) if len(shape) > 1 else 1
         return rows
 
-    def _replace(self, c: Candidate) -> None:
-        graph = c.node.graph
-        assert graph is not None
-        prefix = (c.node.name or f"{c.node.op_type}_{len(graph)}").replace("/", "_")
-        node, inits = kernel_node(c, c.node.inputs[0], prefix)
-        for value in inits:
-            graph.register_initializer(value)
-        graph.insert_before(c.node, node)
-        last = c.add if c.add is not None else c.node  # the folded Add's output is the layer's output now
-        old, new = last.outputs[0], node.outputs[0]
-        name = old.name
-        old.name = None
-        new.name, new.type, new.shape = name, old.type, old.shape
-        old.replace_all_uses_with(new, replace_graph_outputs=True)
-        weights = [v for v in c.node.inputs[1:] if v is not None]
-        if c.add is not None:
-            weights += [v for v in c.add.inputs if v is not None and v is not c.node.outputs[0]]
-            graph.remove(c.add, safe=True)
-        graph.remove(c.node, safe=True)
-        for value in weights:
-            _drop_if_unused(graph, value)
+def replace_with_kernel(c: Candidate) -> None:
+    """Put the kernel form of ``c`` in place of its layer (and folded Add), dropping the weights left unused."""
+    graph = c.node.graph
+    assert graph is not None
+    prefix = (c.node.name or f"{c.node.op_type}_{len(graph)}").replace("/", "_")
+    node, inits = kernel_node(c, c.node.inputs[0], prefix)
+    for value in inits:
+        graph.register_initializer(value)
+    graph.insert_before(c.node, node)
+    last = c.add if c.add is not None else c.node  # the folded Add's output is the layer's output now
+    old, new = last.outputs[0], node.outputs[0]
+    name = old.name
+    old.name = None
+    new.name, new.type, new.shape = name, old.type, old.shape
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    weights = [v for v in c.node.inputs[1:] if v is not None]
+    if c.add is not None:
+        weights += [v for v in c.add.inputs if v is not None and v is not c.node.outputs[0]]
+        graph.remove(c.add, safe=True)
+    graph.remove(c.node, safe=True)
+    for value in weights:
+        _drop_if_unused(graph, value)
 
 
 def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:

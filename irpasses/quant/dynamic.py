@@ -266,11 +266,11 @@ def quantize_recurrent(builder: _Builder, node: ir.Node, integer_kernel: bool) -
 def quantize_recurrents(model: ir.Model, integer_kernel: bool, exclude: list[str]) -> tuple[int, int]:
     """Every LSTM/GRU/RNN with constant weights (see ``quantize_recurrent``), not excluded: (how many, bytes
     saved). For passes without a builder of their own (qdq)."""
-    from onnxpress.irpasses.quant.placement import _matches
+    from onnxpress.irpasses.quant.placement import excluded_by
 
     builder, count, saved = _Builder(model), 0, 0
     for node in recurrent_layers(model):
-        if _matches(node, exclude) is None:
+        if excluded_by(node, exclude) is None:
             saved += quantize_recurrent(builder, node, integer_kernel)
             count += 1
     return count, saved
@@ -322,16 +322,16 @@ class DynamicQuant(Pass):
             raise PassOptionError(f"dynamic-quant: outliers={self.outliers} is negative", hint="0 turns it off; 6 takes channels above 6x the median")
 
     def _layers(self, model: ir.Model) -> list[ir.Node]:
-        from onnxpress.irpasses.quant.placement import _matches
+        from onnxpress.irpasses.quant.placement import excluded_by
 
         # bodies too: smoothing and outlier statistics reach their inputs through values passed out of the
         # bodies (``bodies``), and search trials run whole models
-        return [n for n in matmul_layers(model, self.min_elements, nested=True) if _matches(n, self.exclude) is None]
+        return [n for n in matmul_layers(model, self.min_elements, nested=True) if excluded_by(n, self.exclude) is None]
 
     def _quantize(self, model: ir.Model, levels: Mapping[str, str] | None) -> tuple[int, int, int, int]:
         """Quantize every layer (``levels`` None) or each at its level: full (dynamic), reduced (weight-only);
         recurrent layers always. Returns (bytes saved, MatMuls, tables, recurrent layers)."""
-        from onnxpress.irpasses.quant.placement import _matches
+        from onnxpress.irpasses.quant.placement import excluded_by
         from onnxpress.irpasses.quant.smooth_quant import smoothing_mul
 
         builder = _Builder(model, self._cache)
@@ -370,7 +370,7 @@ class DynamicQuant(Pass):
                 saved += quantize_embedding(builder, node)
                 tables += 1
         if self.recurrent:
-            for node in [n for n in recurrent_layers(model) if _matches(n, self.exclude) is None]:
+            for node in [n for n in recurrent_layers(model) if excluded_by(n, self.exclude) is None]:
                 saved += quantize_recurrent(builder, node, integer_kernel=self._target == "ort")
                 recurrents += 1
         if matmuls or tables or recurrents:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,20 @@ class GramMatrix:
         return (self.sum / self.rows).astype(np.float32)  # accumulated in float64; held (one per input) in float32
 
 
+def gram_matrices(model: Any, ctx: Any, matmuls: list[Any], samples: Any) -> dict[str, np.ndarray]:
+    """E[x xᵀ] of every given MatMul's input over ``samples`` (once per distinct input: q, k and v projections
+    share theirs); inputs whose name sibling branches share are left out (their rows would mix)."""
+    from onnxpress.irpasses.quant.bodies import shared_names
+    from onnxpress.irpasses.quant.collect import stream_statistics
+
+    ambiguous = shared_names(model)
+    names = {n.inputs[0].name: None for n in matmuls if n.inputs[0] is not None and n.inputs[0].name and n.inputs[0].name not in ambiguous}
+    grams = stream_statistics(
+        model, samples, {name: GramMatrix() for name in names}, show_progress=ctx.show_progress, description="gptq statistics"
+    )
+    return {name: grams.pop(name).hessian() for name in list(grams) if not grams[name].empty}
+
+
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     """What GPTQ needs from one E[x xᵀ], shared by every MatMul reading the same input (q, k, v)."""
@@ -111,6 +126,57 @@ def _inverse_cholesky(hessian: np.ndarray, damp: float) -> np.ndarray:
     raise np.linalg.LinAlgError("the calibration second-moment matrix stayed singular after dampening")
 
 
+RoundRow = Callable[[np.ndarray, int, int], np.ndarray]
+"""(lazy batch [N, rows] of the weight as updated so far, index i in it, weight row col) -> the rounded values
+of w1[:, i]; it records the codes itself."""
+
+
+def gptq_rows(w: np.ndarray, prepared: Prepared, round_row: RoundRow, lazy: int) -> None:
+    """GPTQ's sweep over a weight held as [N, K] (``w``, float64, updated in place, rows already in
+    ``prepared.order`` when act order is on): round one row at a time with ``round_row`` and spread its error
+    over the rows not yet rounded, in lazy batches of ``lazy`` rows."""
+    order, hinv = prepared.order, prepared.hinv
+    k = w.shape[1]
+    for start in range(0, k, lazy):
+        stop = min(start + lazy, k)
+        w1 = w[:, start:stop].copy()
+        err1 = np.zeros_like(w1)
+        hinv1 = hinv[start:stop, start:stop]
+        for i in range(stop - start):
+            col = order[start + i]  # the weight row this step quantizes
+            err = (w1[:, i] - round_row(w1, i, col)) / hinv1[i, i]
+            w1[:, i:] -= np.outer(err, hinv1[i, i:])
+            err1[:, i] = err
+        w[:, stop:] -= err1 @ hinv[start:stop, stop:]
+
+
+def gptq_codebook(weight: np.ndarray, prepared: Prepared, book: np.ndarray, zero_code: bool = False, lazy: int = 128) -> np.ndarray:
+    """Round a [K, N] weight to per-column codebooks ``book`` [N, L] (sorted) with GPTQ's error feedback:
+    each row goes to the nearest entry of its column's book, its error to the rows not yet rounded. With
+    ``zero_code`` (book[:, 0] == 0), weights that were exactly zero keep code 0 and the others never take it,
+    so a pruned pattern survives. Codes [K, N]."""
+    k, n = weight.shape
+    w = weight.T.astype(np.float64).copy()
+    zero = w == 0
+    w[:, prepared.dead] = 0.0
+    if np.any(prepared.order != np.arange(k)):
+        w = w[:, prepared.order]
+    first = 1 if zero_code else 0
+    mids = (book[:, first:-1] + book[:, first + 1 :]) / 2
+    columns = np.arange(n)
+    codes = np.zeros((k, n), dtype=np.uint8)
+
+    def round_row(w1: np.ndarray, i: int, col: int) -> np.ndarray:
+        index = (w1[:, i : i + 1] > mids).sum(axis=1) + first
+        if zero_code:
+            index = np.where(zero[:, col], 0, index)
+        codes[col] = index
+        return book[columns, index]
+
+    gptq_rows(w, prepared, round_row, min(lazy, k))
+    return codes
+
+
 def gptq_quantize(
     weight: np.ndarray, prepared: Prepared, block: int, levels: int, scale_fn: ScaleFn, lazy: int = 128
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,7 +192,7 @@ def gptq_quantize(
         raise ValueError(f"K={k} is not a multiple of the block size {block}")
     w = weight.T.astype(np.float64).copy()  # [N, K]: one column per input row of the MatMul weight
     w[:, prepared.dead] = 0.0
-    order, hinv = prepared.order, prepared.hinv
+    order = prepared.order
     act_order = bool(np.any(order != np.arange(k)))
     blocks = k // block
     codes = np.zeros((n, k), dtype=np.uint8)
@@ -142,25 +208,18 @@ def gptq_quantize(
             scales[:, g], zeros[:, g] = s.reshape(n, 1), z.reshape(n, 1)
     if act_order:
         w = w[:, order]
-    lazy = min(lazy, k) if static else max(block, lazy // block * block)
-    for start in range(0, k, lazy):
-        stop = min(start + lazy, k)
-        w1 = w[:, start:stop].copy()
-        err1 = np.zeros_like(w1)
-        hinv1 = hinv[start:stop, start:stop]
-        for i in range(stop - start):
-            col = order[start + i]  # the weight row this step quantizes
-            if not static and col % block == 0:
-                g = col // block
-                s, z = scale_fn(w1[:, i : i + block].reshape(n, 1, block).astype(np.float32))
-                scales[:, g], zeros[:, g] = s.reshape(n, 1), z.reshape(n, 1)
-            s, z = scales[:, col // block, 0], zeros[:, col // block, 0]
-            q = np.clip(np.rint(w1[:, i] / s) + z, 0, levels)
-            codes[:, col] = q
-            err = (w1[:, i] - (q - z) * s) / hinv1[i, i]
-            w1[:, i:] -= np.outer(err, hinv1[i, i:])
-            err1[:, i] = err
-        w[:, stop:] -= err1 @ hinv[start:stop, stop:]
+
+    def round_row(w1: np.ndarray, i: int, col: int) -> np.ndarray:
+        if not static and col % block == 0:
+            g = col // block
+            s, z = scale_fn(w1[:, i : i + block].reshape(n, 1, block).astype(np.float32))
+            scales[:, g], zeros[:, g] = s.reshape(n, 1), z.reshape(n, 1)
+        s, z = scales[:, col // block, 0], zeros[:, col // block, 0]
+        q = np.clip(np.rint(w1[:, i] / s) + z, 0, levels)
+        codes[:, col] = q
+        return (q - z) * s
+
+    gptq_rows(w, prepared, round_row, min(lazy, k) if static else max(block, lazy // block * block))
     return codes.reshape(n, blocks, block), scales.astype(np.float32), zeros
 
 

@@ -88,7 +88,8 @@ def _weight_axis(node: ir.Node) -> int | None:
     return 0 if node.attributes.get_int("transB", 0) else 1
 
 
-def _matches(node: ir.Node, patterns: Iterable[str]) -> str | None:
+def excluded_by(node: ir.Node, patterns: Iterable[str]) -> str | None:
+    """The first of ``patterns`` (an op type, or a regex matching the whole node name) that ``node`` matches."""
     for pattern in patterns:
         if pattern == node.op_type or (node.name and re.fullmatch(pattern, node.name)):
             return pattern
@@ -188,7 +189,7 @@ def place(model: ir.Model, target: str | None, exclude: Iterable[str] = (), keep
         if axis is None:
             continue
         label = node.name or node.outputs[0].name or node.op_type
-        pattern = _matches(node, exclude)
+        pattern = excluded_by(node, exclude)
         if pattern is not None:
             kept[label] = f"excluded by '{pattern}'"
             continue

@@ -344,18 +344,9 @@ class WeightOnly(Pass):
             )
 
     def _gram_matrices(self, model: ir.Model, ctx: PassContext, matmuls: list[ir.Node], samples: Any) -> dict[str, np.ndarray]:
-        """E[x xᵀ] of every quantized MatMul's input over ``samples`` (once per distinct input: q, k and v
-        projections share theirs)."""
-        from onnxpress.irpasses.quant.bodies import shared_names
-        from onnxpress.irpasses.quant.collect import stream_statistics
-        from onnxpress.irpasses.quant.gptq import GramMatrix
+        from onnxpress.irpasses.quant.gptq import gram_matrices
 
-        ambiguous = shared_names(model)  # a name two values carry (sibling branches): their rows would mix; RTN
-        names = {n.inputs[0].name: None for n in matmuls if n.inputs[0] is not None and n.inputs[0].name and n.inputs[0].name not in ambiguous}
-        grams = stream_statistics(
-            model, samples, {name: GramMatrix() for name in names}, show_progress=ctx.show_progress, description="gptq statistics"
-        )
-        return {name: grams.pop(name).hessian() for name in list(grams) if not grams[name].empty}
+        return gram_matrices(model, ctx, matmuls, samples)
 
     def _prepare(self, hessian: np.ndarray) -> Prepared:
         """GPTQ's factored inverse, with K padded to whole blocks by dead inputs (their weights are zeroed)."""

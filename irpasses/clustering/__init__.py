@@ -1,0 +1,1 @@
+"""Weight clustering (weight sharing): every weight one of a few values per column or tensor."""
