@@ -9,6 +9,8 @@ TensorRT engine builds (TensorRT-RTX on CPU machines).
 ``python -m onnxpress.tools.bench kernels`` -- our SparseMatMul / LutMatMul / DecodeWeights against onnxruntime's
 MatMul and MatMulNBits, and MiniLM with 2:4 FFN weights end to end.
 
+``python -m onnxpress.tools.bench compress`` -- weight clustering on MiniLM against the uniform weight-only pipelines.
+
 ``python -m onnxpress.tools.bench io`` -- load -> cleanup -> save on a generated 1.2 GB / 12.7k-node model
 with external data, against raw onnx, onnx-graphsurgeon and onnxslim: wall time and peak RSS per process.
 Results go to ``bench-out/`` (JSON) and are printed as a Markdown table for BENCHMARKS.md.
@@ -105,7 +107,7 @@ def machine() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion", "quant", "kernels"])
+    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion", "quant", "kernels", "compress"])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
