@@ -29,7 +29,10 @@ def test_over_2gb_model_round_trips_with_numeric_check(tmp_path: Path) -> None:
     assert "numeric check: 2 sample(s) from generated random inputs" in proc.stdout
     assert "output relu7399: max abs 0" in proc.stdout
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    assert peak_mib < 8 * 1024  # ORT holds the weights twice at most during the check
+    # ORT holds the weights twice at most during the check (2 x 2.2 GB), plus pages of the memory-mapped input
+    # that ru_maxrss counts as they are touched: 8,195 MiB once in a full-suite run (2026-12-01), below 8 GiB
+    # alone; three copies of the weights would pass 9 GiB
+    assert peak_mib < 8.5 * 1024
     assert digest(src.parent) == before
     saved = onnx.load(out, load_external_data=False)
     assert len(saved.graph.node) == 3 * 7400  # the dead Sigmoid branches are gone
