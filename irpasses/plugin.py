@@ -47,6 +47,7 @@ PLUGIN = Plugin(
     backends={
         "ort": "onnxpress.backends.ort.backend:OrtBackend",
         "tensorrt": "onnxpress.backends.tensorrt.backend:TensorRTBackend",
+        "openvino": "onnxpress.backends.openvino.backend:OpenVinoBackend",
     },
     pipelines={
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",

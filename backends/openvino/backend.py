@@ -1,4 +1,5 @@
-"""Compile ONNX models with OpenVINO for its CPU plug-in, through onnxpress's public backend API only."""
+"""Compile ONNX models with OpenVINO for its CPU plug-in, through onnxpress's public backend API only (it began
+as a separate vendor-style distribution and keeps to that API)."""
 
 from __future__ import annotations
 

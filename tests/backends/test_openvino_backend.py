@@ -1,4 +1,5 @@
-"""The OpenVINO backend is a separate distribution (tests/plugins/openvino_backend) found via its entry point."""
+"""The OpenVINO backend ships in onnxpress (backends/openvino), registered through the same entry point as every
+backend and imported only when asked for by name."""
 
 from __future__ import annotations
 
@@ -15,15 +16,16 @@ from onnxpress.tools import real_models
 from onnxpress.tools.cli import main
 
 
-def test_discovered_through_its_entry_point_not_imported_by_the_core() -> None:
+def test_ships_with_onnxpress_and_the_core_never_imports_it() -> None:
     registry = default_registry()
-    assert "openvino" in registry.names("backends"), "tools/dev installs tests/plugins/openvino_backend"
-    assert registry.origin("backends", "openvino") == "onnxpress-openvino"
-    assert registry.origin("backends", "ort") == "onnxpress"
+    assert "openvino" in registry.names("backends")
+    assert registry.origin("backends", "openvino") == "onnxpress"
     core = Path(onnxpress.__file__).parent
-    for folder in ("irpasses", "frontends", "backends", "kernels", "tools"):
+    for folder in ("irpasses", "frontends", "kernels"):
         for source in (core / folder).rglob("*.py"):
-            assert "onnxpress_openvino" not in source.read_text(), source
+            text = source.read_text()
+            assert "import openvino" not in text and "backends.openvino" not in text.replace(
+                '"onnxpress.backends.openvino.backend:OpenVinoBackend"', ""), source
 
 
 def test_missing_openvino_names_the_extra(monkeypatch, tmp_path: Path, capsys) -> None:
@@ -70,4 +72,4 @@ def test_openvino_compile_writes_ir(tmp_path: Path, capsys) -> None:
     code = main(["compile", str(real_models.rapidocr_model("cls")), "--backend", "openvino", "-o", str(tmp_path / "cls.xml")])
     assert code == 0 and (tmp_path / "cls.xml").is_file() and (tmp_path / "cls.bin").is_file()
     assert "runs here: yes" in capsys.readouterr().out
-    assert "onnxpress_openvino.backend" in sys.modules  # loaded lazily, on first use by name
+    assert "onnxpress.backends.openvino.backend" in sys.modules  # loaded lazily, on first use by name
