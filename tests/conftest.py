@@ -23,6 +23,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="session")
+def kernels_built() -> None:
+    """The native kernel library: under CI a missing build fails the test, elsewhere it is skipped with the
+    reason (no compiler, no npm registry)."""
+    from onnxpress import kernels
+
+    status = kernels.available()
+    if not status.ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"onnxpress kernels did not build under CI: {status.reason}")
+        pytest.skip(f"onnxpress kernels not available: {status.reason}")
+
+
 # ----- fixtures over the shared model builders in onnxpress.tools.testing ---------------------------
 from pathlib import Path
 

@@ -138,6 +138,11 @@ class Cluster(Pass):
         uint4 = model.opset_imports.get("", 0) >= 21
         if not uint4:
             ctx.logger.info("cluster: codes stored one per byte (4-bit storage needs opset 21: convert-opset{min=21})")
+        self._rows: dict[ir.Node, int] = {}
+        if self.form == "auto" and ctx.target == "ort":
+            from onnxpress.irpasses.lowering.legalize_kernels import layer_rows
+
+            self._rows = layer_rows(model, ctx, matmuls)
         before, after, lut, at_8 = self._emit(model, ctx, levels, uint4, final=True)
         remove_unused(model)
         return self.result(model, True, layers=len(matmuls), tables=len(tables), lut_matmuls=lut, at_8_bits=at_8,
@@ -252,14 +257,11 @@ class Cluster(Pass):
             return False
         if self.form == "lut":
             return True
-        from onnxpress.irpasses.lowering.legalize_kernels import (
-            Candidate,
-            time_candidate,
-        )
+        from onnxpress.irpasses.lowering.legalize_kernels import KERNEL_FASTER, Candidate, time_candidate
 
-        rows = _rows(node, ctx)
-        dense_ms, kernel_ms = time_candidate(Candidate(node, "lut", clustered.dense(), None, None), rows, 1)
-        return kernel_ms <= 0.9 * dense_ms
+        candidate = Candidate(node, "lut", clustered.dense(), None, None)
+        dense_ms, kernel_ms = time_candidate(candidate, self._rows.get(node, 1), 1)
+        return kernel_ms <= KERNEL_FASTER * dense_ms
 
     # ----- emitting -------------------------------------------------------------------------------------
     def _codes_constant(self, graph: ir.Graph, name: str, codes: np.ndarray, uint4: bool) -> ir.Value:
@@ -358,9 +360,3 @@ def _float_matrix(value: ir.Value | None, min_elements: int) -> bool:
 
 def _stored_bytes(clustered: Clustered, uint4: bool, book_bytes: int = 2) -> int:
     return (clustered.codes.size + 1) // 2 * (1 if uint4 else 2) + clustered.book.size * book_bytes
-
-
-def _rows(node: ir.Node, ctx: PassContext) -> int:
-    shape: Any = node.inputs[0].shape
-    dims = [d if isinstance(d, int) else 1 for d in (list(shape) if shape is not None else [])]
-    return max(1, int(np.prod(dims[:-1]))) if len(dims) > 1 else 1

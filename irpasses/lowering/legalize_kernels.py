@@ -27,6 +27,8 @@ from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
 
 DOMAIN = "onnxpress"
+KERNEL_FASTER = 0.9
+"""Default share of the dense time a kernel may take to be chosen: below ~10 % is noise on a shared VM."""
 _TIMINGS: dict[tuple, tuple[float, float]] = {}
 
 
@@ -274,7 +276,7 @@ class LegalizeKernels(Pass):
     """LutMatMul for weights with at most 16 distinct values per column."""
     cost_model: Literal["measured", "always"] = "measured"
     """measured: keep a rewrite only where the kernel is faster on this machine; always: every candidate."""
-    faster: float = 0.9
+    faster: float = KERNEL_FASTER
     """The kernel must take at most this share of the dense time (below ~10 % is noise on a shared VM)."""
     threads: int = 1
     """Intra-op threads for the timings (the deployment's)."""
@@ -306,7 +308,7 @@ class LegalizeKernels(Pass):
         if not status.ok:
             raise BackendUnavailableError(f"legalize-kernels: the onnxpress kernels are not available: {status.reason}",
                                           hint="install g++, then: python -m onnxpress.kernels build")
-        rows = self._rows(model, ctx, candidates)
+        rows = layer_rows(model, ctx, [c.node for c in candidates])
         rewritten = {"sparse": 0, "lut": 0}
         slower = 0
         report = ctx.extra.setdefault("kernels", [])
@@ -328,24 +330,26 @@ class LegalizeKernels(Pass):
         return self.result(model, any(rewritten.values()), sparse=rewritten["sparse"], lut=rewritten["lut"],
                            kept_dense_slower=slower, candidates=len(candidates))
 
-    def _rows(self, model: ir.Model, ctx: PassContext, candidates: list[Candidate]) -> dict[ir.Node, int]:
-        """Rows of A per layer: from the first sample's shapes when there are samples, else static dims (1
-        for a symbolic one)."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        if ctx.samples is not None:
-            from onnxpress.irpasses.quant.qdq import first_sample_shapes
 
-            names = [c.node.inputs[0].name for c in candidates if c.node.inputs[0].name]
-            shapes = first_sample_shapes(model, ctx, ctx.samples, names)
-        rows = {}
-        for c in candidates:
-            a = c.node.inputs[0]
-            shape = shapes.get(a.name or "")
-            if shape is None:
-                dims = list(a.shape) if a.shape is not None else []
-                shape = tuple(d if isinstance(d, int) else 1 for d in dims)
-            rows[c.node] = max(1, int(np.prod(shape[:-1]))) if len(shape) > 1 else 1
-        return rows
+def layer_rows(model: ir.Model, ctx: PassContext, nodes: list[ir.Node]) -> dict[ir.Node, int]:
+    """Rows of each layer's A (all axes but the last): from the first sample's shapes when there are samples,
+    else from static dims (1 for a symbolic one)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    if ctx.samples is not None:
+        from onnxpress.irpasses.quant.qdq import first_sample_shapes
+
+        names = [n.inputs[0].name for n in nodes if n.inputs[0].name]
+        shapes = first_sample_shapes(model, ctx, ctx.samples, names)
+    rows = {}
+    for node in nodes:
+        a = node.inputs[0]
+        shape = shapes.get(a.name or "")
+        if shape is None:
+            dims = list(a.shape) if a.shape is not None else []
+            shape = tuple(d if isinstance(d, int) else 1 for d in dims)
+        rows[node] = max(1, int(np.prod(shape[:-1]))) if len(shape) > 1 else 1
+    return rows
+
 
 def replace_with_kernel(c: Candidate) -> None:
     """Put the kernel form of ``c`` in place of its layer (and folded Add), dropping the weights left unused."""

@@ -1,19 +1,10 @@
-"""Kernel tests need the native library: under CI a missing build fails them, elsewhere they are skipped
-with the reason (no compiler, no npm registry)."""
+"""Every kernel test needs the native library (see ``kernels_built`` in tests/conftest.py)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
 
-@pytest.fixture(scope="session", autouse=True)
-def kernels_built() -> None:
-    from onnxpress import kernels
-
-    status = kernels.available()
-    if not status.ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"onnxpress kernels did not build under CI: {status.reason}")
-        pytest.skip(f"onnxpress kernels not available: {status.reason}")
+@pytest.fixture(autouse=True)
+def _needs_kernels(kernels_built: None) -> None:
+    """Applies the shared guard to every test in this folder."""

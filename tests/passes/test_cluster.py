@@ -83,6 +83,7 @@ def test_a_weight_with_few_values_is_reproduced_exactly() -> None:
         np.testing.assert_allclose(_run(model, sample), _run(proto, sample), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.usefixtures("kernels_built")
 def test_target_ort_runs_lut_matmul_with_the_portable_values() -> None:
     weight, table = _arrays(1)
     proto = _model(weight, table)

@@ -13,6 +13,7 @@ from onnxpress.backends.ort.runner import make_session
 from onnxpress.kernels import formats
 
 K, N = 256, 128
+pytestmark = pytest.mark.usefixtures("kernels_built")
 
 
 def _model(weight: np.ndarray, op: str = "MatMul", bias: bool = True, dq_scales: np.ndarray | None = None) -> onnx.ModelProto:
