@@ -48,6 +48,14 @@ def _first_samples(samples: Any, model: ir.Model, limit: int) -> list[dict[str, 
     return picked
 
 
+def _private_copy(model: ir.Model) -> ir.Model:
+    from onnxpress.irpasses.core.snapshot import snapshot
+
+    copy = snapshot(model)
+    copy.meta.update(model.meta)  # where the model came from (external data's folder, the source path)
+    return copy
+
+
 def optimize(
     model: ir.Model | onnx.ModelProto | str | os.PathLike[str],
     pipeline: str | os.PathLike[str] | Sequence[Pass] = "cleanup",
@@ -73,12 +81,13 @@ def optimize(
     inputs and warns. ``min_cosine`` judges outputs by cosine similarity instead of rtol/atol (the default for
     pipelines with a lossy pass is 0.99). ``explain`` records, per rewrite rule, the sites that matched and the near-misses. ``sensitivity_table``: fidelity searches score every layer for the report even when all
     layers quantized meet the target (by default they stop there). Returns the model in the form given
-    (ModelProto in, ModelProto out) and the report.
+    (ModelProto in, ModelProto out) and the report. The given model is never modified: an ir.Model is
+    optimized as a structural copy that shares its tensors (passes replace tensors, never write into them).
     """
     if verify not in ("end", "each", "off"):
         raise PassOptionError(f"verify={verify!r} is not one of 'end', 'each', 'off'")
     as_proto = isinstance(model, onnx.ModelProto)
-    ir_model = load(model)
+    ir_model = _private_copy(model) if isinstance(model, ir.Model) else load(model)
     registry = registry or default_registry()
     passes = list(pipeline) if isinstance(pipeline, Sequence) and not isinstance(pipeline, str) else build_passes(pipeline, registry)
     sample_source = as_samples(samples)

@@ -127,9 +127,12 @@ def _convert_opset(proto: onnx.ModelProto, target_opset: int, what: str) -> onnx
 
 
 def load(
-    source: str | os.PathLike[str] | bytes | onnx.ModelProto | ir.Model, *, target_opset: int | None = None
+    source: str | os.PathLike[str] | bytes | onnx.ModelProto | ir.Model, *, target_opset: int | None = None,
+    decode_packed: bool = True,
 ) -> ir.Model:
-    """Load and validate a model. Paths keep external weights on disk (memory-mapped)."""
+    """Load and validate a model. Paths keep external weights on disk (memory-mapped). Weights packed by
+    ``entropy-code`` (onnxpress.DecodeWeights nodes) are decoded into plain initializers unless
+    ``decode_packed`` is False, so every pass and backend sees ordinary constants."""
     if isinstance(source, ir.Model):
         return source
     what = _describe(source)
@@ -159,6 +162,10 @@ def load(
         external_data.set_base_dir(model.graph, str(base_dir))
         model.meta[SOURCE_KEY] = str(Path(source).resolve())  # type: ignore[arg-type]
     _check_structure(model, what)
+    if decode_packed and any(o == "onnxpress" for o in model.opset_imports):
+        from onnxpress.kernels.packed import decode_packed as decode
+
+        decode(model)
     return model
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,13 @@ class IterableSamples:
     def __iter__(self) -> Iterator[Sample]:
         source = self._source() if callable(self._source) else self._source
         return iter(source)
+
+    def __len__(self) -> int:
+        """The source's length (a list's); a callable or unsized iterable has none (TypeError, as len() says),
+        and fidelity searches then judge on the samples they fitted on, with a warning."""
+        if callable(self._source) or not isinstance(self._source, Sized):
+            raise TypeError("these samples have no length")
+        return len(self._source)
 
 
 def as_samples(data: object) -> Iterable[Sample] | None:

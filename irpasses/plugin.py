@@ -43,6 +43,8 @@ PLUGIN = Plugin(
         "shape-cse": f"{_P}.fusion.shape_cse:ShapeCse",
         "legalize-kernels": f"{_P}.lowering.legalize_kernels:LegalizeKernels",
         "cluster": f"{_P}.clustering.cluster:Cluster",
+        "entropy-code": f"{_P}.clustering.entropy_code:EntropyCode",
+        "prune": f"{_P}.sparsity.prune:Prune",
     },
     backends={
         "ort": "onnxpress.backends.ort.backend:OrtBackend",
@@ -62,6 +64,8 @@ PLUGIN = Plugin(
         "auto-dynamic": 'optimize,dynamic-quant{smooth=0.5,outliers=6,fidelity="cosine>=0.9994",eval_samples=32}',
         "fp8": "convert-opset{min=19},optimize,qdq{activations=fp8},dedup-initializers,dead-code",
         "cluster4": "convert-opset{min=21},optimize,cluster{bits=4}",
+        "max-compress": 'convert-opset{min=21},optimize,cluster{grid=uniform,bits=8,fidelity="cosine>=0.999",eval_samples=8},entropy-code',
+        "sparse-2of4": "optimize,prune{pattern=2:4,method=auto}",
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

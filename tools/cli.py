@@ -180,6 +180,43 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    """Entropy-code a model's integer weights (lossless); the packed file runs wherever onnxpress loads it."""
+    import onnxpress
+    from onnxpress.backends.ort.runner import max_ir_version
+    from onnxpress.frontends.onnx_file import check_output_path
+    from onnxpress.irpasses.clustering.entropy_code import EntropyCode
+
+    model = onnxpress.load(args.input)
+    check_output_path(model, args.output)
+    out, report = onnxpress.optimize(model, [EntropyCode(min_saving=args.min_saving)], verify="off" if args.no_verify else "end")
+    onnxpress.save(out, args.output, max_ir_version=max_ir_version())
+    stats = report.records[-1].stats
+    print(f"{args.input} ({_size(args.input)}) -> {args.output} ({_size(args.output)}): {stats.get('tensors', 0)} tensors packed, "
+          f"{stats.get('saving_percent', 0)} % smaller than their stored form")
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    """Decode a packed model's weights back into plain initializers: a standard ONNX file."""
+    import onnxpress
+    from onnxpress.frontends.onnx_file import check_output_path
+    from onnxpress.kernels.packed import decode_packed
+
+    model = onnxpress.load(args.input, decode_packed=False)
+    check_output_path(model, args.output)
+    count = decode_packed(model)
+    onnxpress.save(model, args.output, max_ir_version=args.max_ir_version)
+    print(f"{args.input} ({_size(args.input)}) -> {args.output} ({_size(args.output)}): {count} tensors decoded")
+    return 0
+
+
+def _size(path: str) -> str:
+    from onnxpress.irpasses.core.manager import format_bytes
+
+    return format_bytes(os.path.getsize(path))
+
+
 def _samples_for(model: Any, path: str | None, count: int = 2, shapes: list[str] | None = None) -> list[dict[str, Any]]:
     """Samples from DATA, else random inputs (at the --shapes 'opt' shape when given), with a warning."""
     from onnxpress.backends.base import parse_shapes
@@ -366,6 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("input")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=cmd_inspect)
+
+    pack = sub.add_parser("pack", help="entropy-code integer weights into onnxpress.DecodeWeights blobs (lossless)")
+    pack.add_argument("input")
+    pack.add_argument("-o", "--output", required=True)
+    pack.add_argument("--min-saving", type=float, default=0.03, help="pack a tensor only if its blob saves this share")
+    pack.add_argument("--no-verify", action="store_true", help="skip the check that outputs are unchanged")
+    pack.set_defaults(func=cmd_pack)
+
+    unpack = sub.add_parser("unpack", help="decode a packed model back into a standard ONNX file")
+    unpack.add_argument("input")
+    unpack.add_argument("-o", "--output", required=True)
+    unpack.add_argument("--max-ir-version", type=int, help="cap the IR version written (e.g. 13 for onnxruntime 1.31)")
+    unpack.set_defaults(func=cmd_unpack)
 
     compare = sub.add_parser("compare", help="compare two models' outputs on the same inputs")
     compare.add_argument("a")

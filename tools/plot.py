@@ -52,3 +52,30 @@ def plot_sensitivity(report_path: str | os.PathLike[str], output: str | os.PathL
     plt.close(fig)
     os.replace(tmp, out)
     return out
+
+
+def plot_size_fidelity(results: dict[str, Any], output: str | os.PathLike[str]) -> Path:
+    """One panel per model: compression ratio (entropy-coded file vs float) against the task metric, one point
+    per pipeline, so a Pareto front reads off directly. ``results``: ``tools/bench compress`` output."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise BackendUnavailableError("plotting needs matplotlib", hint="pip install 'onnxpress[plot]'") from err
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
+    for ax, (name, result) in zip(axes[0], results.items(), strict=True):
+        for row in result["rows"]:
+            ax.scatter(row["packed_ratio"], row["task"], s=30)
+            ax.annotate(row["pipeline"].split(" (")[0], (row["packed_ratio"], row["task"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_title(f"{name} (float {result['float_bytes'] / 1e6:.1f} MB)")
+        ax.set_xlabel("x smaller than float (entropy-coded file)")
+        ax.set_ylabel("task metric vs float (retrieval / IoU / characters)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(output)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out

@@ -95,3 +95,19 @@ def conv_net_proto(opset: int = 17) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model
+
+
+def embedding_proto(weight: np.ndarray, table: np.ndarray, opset: int = 21) -> onnx.ModelProto:
+    """ids [1, seq] -> Gather(table) -> MatMul(weight) -> Relu: an embedding table and a projection, the two
+    weight kinds clustering and entropy coding handle."""
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], axis=0, name="embed"),
+        helper.make_node("MatMul", ["emb", "W"], ["h"], name="proj"),
+        helper.make_node("Relu", ["h"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(weight, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return model

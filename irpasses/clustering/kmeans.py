@@ -132,7 +132,9 @@ def kmeans_tensor(weight: np.ndarray, levels: int, importance: np.ndarray | None
     if hi == lo:
         book = np.full(free, lo, np.float32)
     else:
-        counts, edges = np.histogram(values, HISTOGRAM_BINS, range=(lo, hi), weights=None if mass is None else mass[chosen])
+        # in float64: a narrow range far from zero has too few float32 steps for 65536 bins
+        counts, edges = np.histogram(values.astype(np.float64), HISTOGRAM_BINS, range=(lo, hi),
+                                     weights=None if mass is None else mass[chosen])
         centres = ((edges[:-1] + edges[1:]) / 2)[counts > 0].astype(np.float32)
         # the end bins' centres stand for the extremes themselves, so the outermost centroids can reach them
         centres[0], centres[-1] = lo, hi
@@ -148,3 +150,38 @@ def kmeans_tensor(weight: np.ndarray, levels: int, importance: np.ndarray | None
         codes = np.where(chosen, codes + 1, 0).astype(np.uint8)
         book = np.concatenate([[0.0], book]).astype(np.float32)
     return codes.reshape(K, N), book.reshape(1, -1).astype(np.float32)
+
+
+def uniform_grid(weight: np.ndarray, levels: int, step: float = 0.0, tails: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Evenly spaced levels for the whole tensor plus a few k-means levels for its tails: (codes [K, N] uint8,
+    sorted book [1, levels]). Meant for entropy coding: k-means spreads codes evenly over its levels (MiniLM at
+    4 bits: 3.90 bits of entropy per code, 2 % to gain), while a uniform step leaves rare codes in the tails
+    for the coder to shorten; at the error levels that keep fidelity, an entropy-coded uniform quantizer comes
+    within ~0.25 bit of the rate-distortion bound, and one step for the whole tensor is what equal error per
+    weight asks for. The step is ``step`` x the tensor's RMS, but at least what lets the uniform levels reach
+    99.9 % of the weights (finer would crowd the rest into the tail levels, and fidelity would fall as the
+    step shrinks); the weights beyond the uniform levels' reach (trained weights have a few far out: MiniLM's
+    FFN outputs peak at 175x their RMS, which would stretch a plain 8-bit grid 14x) share ``tails`` levels (default levels/8) fitted by k-means. ``step`` 0: plain
+    levels over the tensor's range, no tails. Zero is a level, so pruned weights stay exactly zero."""
+    w = np.asarray(weight, dtype=np.float32)
+    peak = float(np.abs(w).max()) if w.size else 0.0
+    rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) if w.size else 0.0
+    tails = levels // 8 if tails is None else tails
+    reach_levels = (levels - 1 - (tails if step > 0 else 0)) // 2  # uniform levels -c..c around zero
+    if step > 0:  # never so fine that the uniform levels miss more than the outer 0.1 % (the tails would crowd)
+        magnitudes = np.abs(w).reshape(-1)
+        kth = min(int(0.999 * magnitudes.size), magnitudes.size - 1)
+        delta = max(step * rms, float(np.partition(magnitudes, kth)[kth]) / max(reach_levels, 1))
+    else:
+        delta = peak / max(reach_levels, 1)
+    delta = delta or 1.0
+    book = np.arange(-reach_levels, reach_levels + 1, dtype=np.float64) * delta
+    outside = np.abs(w) > (reach_levels + 0.5) * delta
+    if outside.any():
+        spare = levels - book.size
+        far = np.unique(w[outside])
+        tail = far if far.size <= spare else kmeans_tensor(far.reshape(-1, 1), spare, keep_zeros=False)[1][0]
+        book = np.concatenate([book, tail])
+    book = np.sort(np.concatenate([book, np.full(levels - book.size, book[-1] if book.size else 0.0)])).astype(np.float32)
+    codes = np.searchsorted((book[:-1] + book[1:]) / 2, w, side="left").astype(np.uint8)
+    return codes, book.reshape(1, levels)

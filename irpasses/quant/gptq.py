@@ -150,11 +150,13 @@ def gptq_rows(w: np.ndarray, prepared: Prepared, round_row: RoundRow, lazy: int)
         w[:, stop:] -= err1 @ hinv[start:stop, stop:]
 
 
-def gptq_codebook(weight: np.ndarray, prepared: Prepared, book: np.ndarray, zero_code: bool = False, lazy: int = 128) -> np.ndarray:
+def gptq_codebook(weight: np.ndarray, prepared: Prepared, book: np.ndarray, zero_code: bool = False, lazy: int = 128,
+                  zero_index: int | None = None) -> np.ndarray:
     """Round a [K, N] weight to per-column codebooks ``book`` [N, L] (sorted) with GPTQ's error feedback:
     each row goes to the nearest entry of its column's book, its error to the rows not yet rounded. With
     ``zero_code`` (book[:, 0] == 0), weights that were exactly zero keep code 0 and the others never take it,
-    so a pruned pattern survives. Codes [K, N]."""
+    so a pruned pattern survives; ``zero_index`` (book[:, zero_index] == 0, a uniform grid) keeps exact zeros
+    at that code while other weights may round to it too. Codes [K, N]."""
     k, n = weight.shape
     w = weight.T.astype(np.float64).copy()
     zero = w == 0
@@ -168,8 +170,8 @@ def gptq_codebook(weight: np.ndarray, prepared: Prepared, book: np.ndarray, zero
 
     def round_row(w1: np.ndarray, i: int, col: int) -> np.ndarray:
         index = (w1[:, i : i + 1] > mids).sum(axis=1) + first
-        if zero_code:
-            index = np.where(zero[:, col], 0, index)
+        if zero_code or zero_index is not None:
+            index = np.where(zero[:, col], 0 if zero_code else zero_index, index)
         codes[col] = index
         return book[columns, index]
 

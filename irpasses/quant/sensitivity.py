@@ -106,7 +106,7 @@ class MixedPrecisionResult:
         return {n for n, level in self.levels.items() if level != FULL}
 
 
-def _run(model: ir.Model, samples: Sequence[Mapping[str, np.ndarray]], optimization: str) -> Outputs:
+def run_samples(model: ir.Model, samples: Sequence[Mapping[str, np.ndarray]], optimization: str) -> Outputs:
     from onnxpress.backends.ort.runner import make_session, run_session
 
     session = make_session(model, optimization=optimization, low_memory=True)
@@ -143,7 +143,7 @@ def search(
     target runtime will (``evaluation_level``). When every layer at full meets the target, no layer is scored
     and the table is empty, unless ``ctx.extra["sensitivity_table"]`` asks for it (``--sensitivity-table``)."""
     optimization = evaluation_level(ctx.target)
-    reference = _run(model, samples, optimization)
+    reference = run_samples(model, samples, optimization)
     order = {name: i for i, (name, _) in enumerate(layers)}
     evaluations = 0
 
@@ -152,7 +152,7 @@ def search(
         clone = snapshot(model)
         quantize(clone, levels)
         evaluations += 1
-        return metric(reference, _run(clone, samples, optimization))
+        return metric(reference, run_samples(clone, samples, optimization))
 
     op_types = dict(layers)
 

@@ -7,26 +7,16 @@ import numpy as np
 import onnx
 import onnxpress
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from onnxpress.backends.ort.runner import make_session
 from onnxpress.irpasses.clustering.kmeans import kmeans_columns, kmeans_tensor
 from onnxpress.kernels import formats
+from onnxpress.tools.testing import embedding_proto
 
 K, N, V = 128, 96, 300
 
 
 def _model(weight: np.ndarray, table: np.ndarray) -> onnx.ModelProto:
-    nodes = [
-        helper.make_node("Gather", ["table", "ids"], ["emb"], axis=0, name="embed"),
-        helper.make_node("MatMul", ["emb", "W"], ["h"], name="proj"),
-        helper.make_node("Relu", ["h"], ["y"]),
-    ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(weight, "W")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    model.ir_version = 10
-    return model
+    return embedding_proto(weight, table)
 
 
 def _arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

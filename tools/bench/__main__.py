@@ -9,7 +9,7 @@ TensorRT engine builds (TensorRT-RTX on CPU machines).
 ``python -m onnxpress.tools.bench kernels`` -- our SparseMatMul / LutMatMul / DecodeWeights against onnxruntime's
 MatMul and MatMulNBits, and MiniLM with 2:4 FFN weights end to end.
 
-``python -m onnxpress.tools.bench compress`` -- weight clustering on MiniLM against the uniform weight-only pipelines.
+``python -m onnxpress.tools.bench compress`` -- clustering + entropy coding on MiniLM, PP-OCRv4 det/rec against weight-only.
 
 ``python -m onnxpress.tools.bench io`` -- load -> cleanup -> save on a generated 1.2 GB / 12.7k-node model
 with external data, against raw onnx, onnx-graphsurgeon and onnxslim: wall time and peak RSS per process.
@@ -117,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite != "io":
         module = importlib.import_module(f"onnxpress.tools.bench.{args.suite}_suite")
         run = getattr(module, f"bench_{args.suite}")
-        rows = run(tuple(args.models.split(","))) if args.suite == "quant" and args.models else run()
+        rows = run(tuple(args.models.split(","))) if args.suite in ("quant", "compress") and args.models else run()
         (args.out / f"{args.suite}.json").write_text(json.dumps({"machine": machine(), args.suite: rows}, indent=2))
         print("\n" + module.markdown(rows))
+        if hasattr(module, "plot"):
+            print(f"plot: {module.plot(rows, args.out)}")
         return 0
     result = {"machine": machine(), "io": bench_io(args.out, args.repeats, args.blocks)}
     (args.out / "io.json").write_text(json.dumps(result, indent=2))

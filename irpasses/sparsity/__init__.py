@@ -1,0 +1,1 @@
+"""Sparsity: N:M and unstructured pruning (``prune``, ``nm``) and channel permutations for N:M (``permutation``)."""
