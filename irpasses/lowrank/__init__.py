@@ -1,0 +1,1 @@
+"""Low-rank factorization of MatMul/Gemm weights and 1x1 Conv kernels (``lowrank``)."""

@@ -1,0 +1,171 @@
+"""lowrank: MatMul weights and 1x1 Conv kernels factorized into two thinner layers, ranks chosen globally;
+whitening by the calibration inputs' E[x xᵀ] (SVD-LLM) beats the plain SVD where inputs are anisotropic."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import onnxpress
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxpress.backends.ort.runner import make_session
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.errors import PassOptionError
+from onnxpress.irpasses.lowrank.factor import allocate, plain_svd
+from onnxpress.irpasses.lowrank.lowrank import LowRank
+
+K, N, ROWS = 128, 96, 32
+
+
+def _matmul_proto(weight: np.ndarray, name: str = "proj") -> onnx.ModelProto:
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name=name), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ROWS, weight.shape[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _conv_proto(kernel: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    out, inp = kernel.shape[:2]
+    node = helper.make_node("Conv", ["x", "W", "b"], ["y"], strides=[2, 2], name="pointwise")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, inp, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(kernel, "W"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _low_rank(rank: int, noise: float, seed: int = 0, shape: tuple[int, int] = (K, N)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((shape[0], rank)) @ rng.standard_normal((rank, shape[1])) / np.sqrt(rank)
+    return (weight + noise * rng.standard_normal(shape)).astype(np.float32)
+
+
+def _anisotropic(count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Inputs whose K channels differ in scale by 1000x and are mixed: E[x xᵀ] far from the identity."""
+    rng = np.random.default_rng(100)
+    mixing = np.linalg.qr(rng.standard_normal((K, K)))[0] * np.logspace(0, -3, K)[:, None]
+    data = np.random.default_rng(seed)
+    return [{"x": (data.standard_normal((1, ROWS, K)) @ mixing).astype(np.float32)} for _ in range(count)]
+
+
+def _outputs(model, samples) -> list[np.ndarray]:
+    session = make_session(model, optimization="all")
+    return [session.run(None, s)[0] for s in samples]
+
+
+def _relative_error(reference: list[np.ndarray], got: list[np.ndarray]) -> float:
+    return float(np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(reference, got, strict=True)) / sum((a**2).sum() for a in reference)))
+
+
+def test_low_rank_plus_noise_weight_is_factorized_closely() -> None:
+    proto = _matmul_proto(_low_rank(8, 0.01))
+    samples = _anisotropic(6, seed=1)
+    model, report = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8}", samples=samples, verify="off")
+    stats = report.records[-1].stats
+    assert stats["factorized"] == 1 and stats["params_after"] <= 0.3 * stats["params_before"]
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "MatMul", "Relu"]
+    assert _relative_error(_outputs(proto, samples), _outputs(model, samples)) < 0.02
+
+
+def test_whitened_beats_plain_svd_on_anisotropic_inputs() -> None:
+    proto = _matmul_proto(_low_rank(K, 0.0, seed=2))  # full rank: truncation must choose what to lose
+    fit, judged = _anisotropic(8, seed=3), _anisotropic(4, seed=4)
+    reference = _outputs(proto, judged)
+    errors = {}
+    for method in ("whitened", "svd"):
+        model, _ = onnxpress.optimize(proto, f"lowrank{{method={method},budget=params:0.5,multiple=8}}", samples=fit, verify="off")
+        errors[method] = _relative_error(reference, _outputs(model, judged))
+    assert errors["whitened"] < 0.5 * errors["svd"], errors
+
+
+def test_budget_is_respected_across_layers() -> None:
+    rng = np.random.default_rng(7)
+    layers = [plain_svd(rng.standard_normal(shape).astype(np.float32)) for shape in [(128, 96), (96, 256), (256, 64)]]
+    total = sum(f.shape[0] * f.shape[1] for f in layers)
+    for keep in (0.9, 0.6, 0.3):
+        ranks = allocate(layers, keep, 16)
+        kept = sum(f.shape[0] * f.shape[1] if r is None else r * sum(f.shape) for f, r in zip(layers, ranks, strict=True))
+        assert kept <= keep * total and all(r is None or r % 16 == 0 for r in ranks)
+
+
+def test_pointwise_conv_is_two_pointwise_convs() -> None:
+    rng = np.random.default_rng(9)
+    kernel = _low_rank(8, 0.0, seed=5, shape=(96, 64)).T.reshape(64, 96, 1, 1).copy()
+    bias = rng.standard_normal(64).astype(np.float32)
+    proto = _conv_proto(kernel, bias)
+    samples = [{"x": rng.standard_normal((1, 96, 8, 8)).astype(np.float32)} for _ in range(3)]
+    model, report = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8}", samples=samples, verify="off")
+    assert report.records[-1].stats["factorized"] == 1
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Conv"]
+    for expected, got in zip(_outputs(proto, samples), _outputs(model, samples), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_fidelity_search_meets_its_target() -> None:
+    proto = _matmul_proto(_low_rank(16, 0.05, seed=6))
+    samples = _anisotropic(16, seed=8)
+    model, report = onnxpress.optimize(proto, 'lowrank{fidelity="cosine>=0.995",multiple=8}', samples=samples, verify="off")
+    stats = report.records[-1].stats
+    assert stats["factorized"] == 1 and stats["params_after"] < 0.5 * stats["params_before"]
+    reference, got = _outputs(proto, samples[-8:]), _outputs(model, samples[-8:])
+    cosine = [float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(reference, got, strict=True)]
+    assert min(cosine) >= 0.99
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("lowrank{budget=params:1.5}", "budget"),
+    ("lowrank{budget=params:0}", "budget"),
+    ("lowrank{budget=macs:0.5}", "budget"),
+    ("lowrank{exclude=[no_such_layer]}", "no_such_layer"),
+])
+def test_bad_options_are_clear_errors(spec: str, message: str) -> None:
+    with pytest.raises(PassOptionError, match=message):
+        onnxpress.optimize(_matmul_proto(_low_rank(8, 0.0)), spec, verify="off")
+
+
+def test_no_factorizable_layer_warns_and_leaves_the_model(caplog: pytest.LogCaptureFixture) -> None:
+    model = onnxpress.load(_matmul_proto(_low_rank(4, 0.0, shape=(16, 16))))  # 256 weights < min_elements
+    before = [n.op_type for n in model.graph]
+    with caplog.at_level(logging.WARNING, logger="onnxpress"):
+        result = LowRank().run(model, PassContext())
+    assert not result.modified and [n.op_type for n in model.graph] == before
+    assert "no factorizable layer" in caplog.text
+
+
+def test_the_callers_model_is_not_modified() -> None:
+    model = onnxpress.load(_matmul_proto(_low_rank(8, 0.01)))
+    weight = model.graph.initializers["W"].const_value.numpy().copy()
+    optimized, _ = onnxpress.optimize(model, "lowrank{budget=params:0.3,multiple=8}", verify="off")
+    assert [n.op_type for n in optimized.graph] == ["MatMul", "MatMul", "Relu"]
+    assert [n.op_type for n in model.graph] == ["MatMul", "Relu"]
+    np.testing.assert_array_equal(model.graph.initializers["W"].const_value.numpy(), weight)
+
+
+@pytest.mark.slow
+def test_minilm_whitened_beats_plain_svd() -> None:
+    from onnxpress.tools import real_models as R
+    from onnxpress.tools.bench.quant_suite import minilm_metrics
+
+    source = str(R.minilm_onnx())
+    calibration, held_out = R.minilm_samples(R.sentences(64, offset=0)), R.minilm_samples(R.sentences(48, offset=300))
+    reference = _outputs(onnxpress.load(source), held_out)
+    scores = {}
+    for method in ("whitened", "svd"):
+        model, report = onnxpress.optimize(onnxpress.load(source), f"optimize,lowrank{{method={method},budget=params:0.9}}",
+                                           samples=calibration, verify="off")
+        assert report.records[-1].stats["params_after"] <= 0.9 * report.records[-1].stats["params_before"]
+        scores[method] = minilm_metrics(reference, _outputs(model, held_out))["cosine_mean"]
+    assert scores["whitened"] > scores["svd"], scores
+
+
+def test_factors_quantize_with_int8() -> None:
+    proto = _matmul_proto(_low_rank(8, 0.01))
+    samples = _anisotropic(6, seed=11)
+    model, _ = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8},int8", samples=samples, verify="off")
+    assert sum(n.op_type == "MatMul" for n in model.graph.node) == 2
+    assert _relative_error(_outputs(proto, samples), _outputs(model, samples)) < 0.05
