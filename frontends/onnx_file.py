@@ -8,8 +8,10 @@ read. The input is never modified; saving refuses to overwrite the input or its 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,12 +46,14 @@ def atomic_path(target: Path) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-from onnxpress.irpasses.core.verify import verification_problems
+from onnxpress.irpasses.core.verify import INPUT_PROBLEMS, model_problems, node_label, onnx_ir_logs, subgraphs, warn_onnx_ir
 
 SOURCE_KEY = "onnxpress.source"
 """``model.meta`` key holding the resolved path of the file a model was loaded from."""
 
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+_IR_INITIALIZERS_APART = 4
+"""IR version 4 allowed initializers that are not graph inputs; older files are read as version 4."""
 
 
 def _describe(source: object) -> str:
@@ -128,11 +132,18 @@ def _convert_opset(proto: onnx.ModelProto, target_opset: int, what: str) -> onnx
 
 def load(
     source: str | os.PathLike[str] | bytes | onnx.ModelProto | ir.Model, *, target_opset: int | None = None,
-    decode_packed: bool = True,
+    decode_packed: bool = True, allow_invalid: bool = False,
 ) -> ir.Model:
     """Load and validate a model. Paths keep external weights on disk (memory-mapped). Weights packed by
     ``entropy-code`` (onnxpress.DecodeWeights nodes) are decoded into plain initializers unless
-    ``decode_packed`` is False, so every pass and backend sees ordinary constants."""
+    ``decode_packed`` is False, so every pass and backend sees ordinary constants.
+
+    A model that would fail in every runtime is refused with InvalidModelError naming the node or value:
+    dangling references, names that are not UTF-8, cycles, duplicate value names, tensors whose data does
+    not fit their declared type and shape. ``allow_invalid`` lets dangling references and tensor
+    contradictions through with a warning, for cleanup to repair (e.g. by removing the dead nodes that hold
+    them); what onnx-ir cannot represent or write (unparsable bytes, non-UTF-8 names, cycles, duplicate
+    names) is refused regardless."""
     if isinstance(source, ir.Model):
         return source
     what = _describe(source)
@@ -144,7 +155,7 @@ def load(
     elif isinstance(source, bytes):
         try:
             proto = onnx.load_model_from_string(source)
-        except DecodeError as err:
+        except (DecodeError, ValueError, RuntimeError) as err:
             raise InvalidModelError(f"the given bytes are not an ONNX model: {err}") from err
     elif isinstance(source, onnx.ModelProto):
         proto = source
@@ -152,16 +163,30 @@ def load(
         raise InvalidModelError(f"cannot load a model from {type(source).__name__} (expected a path, bytes or onnx.ModelProto)")
     _check_is_model(proto, what)
     check_external_data(proto, base_dir, what)
+    tensor_problems = _tensor_problems(proto, _source_size(source))
     if target_opset is not None:
         proto = _convert_opset(proto, target_opset, what)
-    try:
-        model = ir.serde.deserialize_model(proto)
-    except Exception as err:
-        raise InvalidModelError(f"{what} could not be read into the IR: {type(err).__name__}: {err}") from err
+    with onnx_ir_logs() as logged:
+        try:
+            model = ir.serde.deserialize_model(proto)
+        except Exception as err:
+            raise InvalidModelError(f"{what} could not be read into the IR: {_innermost(err)}") from err
     if base_dir is not None:
         external_data.set_base_dir(model.graph, str(base_dir))
         model.meta[SOURCE_KEY] = str(Path(source).resolve())  # type: ignore[arg-type]
-    _check_structure(model, what)
+    _check_names(model, what)
+    _check_attribute_types(model, what)
+    if model.ir_version < _IR_INITIALIZERS_APART:
+        model.ir_version = _IR_INITIALIZERS_APART  # passes keep constants as initializers only, which IR 3 forbids
+    problems = tensor_problems + _check_structure(model, what)
+    if problems and not allow_invalid:
+        raise InvalidModelError(f"{what} is malformed: {'; '.join(problems[:3])}",
+                                hint="--allow-invalid passes it through cleanup to repair it")
+    if problems:
+        model.meta[INPUT_PROBLEMS] = problems
+        warnings.warn(f"{what} is malformed (loaded as asked): {'; '.join(problems[:3])}", stacklevel=2)
+    else:  # onnx-ir's notes on a model we accept (its notes on dangling inputs are in our own message above)
+        warn_onnx_ir(logged, f"reading {what}")
     if decode_packed and any(o == "onnxpress" for o in model.opset_imports):
         from onnxpress.kernels.packed import decode_packed as decode
 
@@ -169,11 +194,156 @@ def load(
     return model
 
 
-def _check_structure(model: ir.Model, what: str) -> None:
-    sort_or_explain(model.graph, f"graph of {what}")  # raises on a cycle; sorts an unsorted file
-    problems = verification_problems(model.graph)
-    if problems:
-        raise InvalidModelError(f"{what} is malformed: {'; '.join(problems[:3])}")
+def _check_structure(model: ir.Model, what: str) -> list[str]:
+    """Structural problems (dangling references, undefined outputs); raises on a cycle, sorts an unsorted file."""
+    sort_or_explain(model.graph, f"graph of {what}")
+    for function in model.functions.values():
+        sort_or_explain(function, f"function '{function.name}' of {what}")
+    return model_problems(model)
+
+
+def _innermost(err: BaseException) -> str:
+    """The root cause's message: onnx-ir wraps it in SerdeErrors that name only the enclosing graph."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return f"{type(err).__name__}: {str(err).strip() or 'no details'}"
+
+
+def _source_size(source: object) -> int | None:
+    if isinstance(source, bytes):
+        return len(source)
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).stat().st_size
+    return None
+
+
+def _not_utf8(text: object) -> bool:
+    """onnx-ir keeps a protobuf string that is not valid UTF-8 as bytes; it cannot write it back."""
+    if isinstance(text, bytes):
+        return True
+    if isinstance(text, str) and not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    return False
+
+
+def _graph_texts(graph: ir.Graph | ir.Function) -> Iterator[tuple[object, str]]:
+    """Every name in ``graph`` (and its subgraphs) with a description of where it is."""
+    yield graph.name, "the graph name"
+    for value in graph.inputs:
+        yield value.name, "a graph input name"
+    for value in graph.outputs:
+        yield value.name, "a graph output name"
+    if isinstance(graph, ir.Graph):
+        for name in graph.initializers:
+            yield name, "an initializer name"
+    for node in graph:
+        where = node_label(node) if not _not_utf8(node.name) and not _not_utf8(node.op_type) else f"node #{_index(graph, node)}"
+        yield node.name, f"the name of {where}"
+        yield node.op_type, f"the op type of {where}"
+        yield node.domain, f"the domain of {where}"
+        for value in (*node.inputs, *node.outputs):
+            if value is not None:
+                yield value.name, f"a value name at {where}"
+        for key in node.attributes:
+            yield key, f"an attribute name of {where}"
+        for sub in subgraphs(node):
+            yield from _graph_texts(sub)
+
+
+def _index(graph: ir.Graph | ir.Function, node: ir.Node) -> int:
+    return next(i for i, n in enumerate(graph) if n is node)
+
+
+def _model_texts(model: ir.Model) -> Iterator[tuple[object, str]]:
+    yield model.producer_name, "the producer name"
+    yield model.producer_version, "the producer version"
+    yield model.domain, "the model domain"
+    yield model.doc_string, "the model doc string"
+    for key, value in model.metadata_props.items():
+        yield key, "a metadata key"
+        yield value, f"the metadata value of '{key!r}'"
+    for domain in model.opset_imports:
+        yield domain, "an opset domain"
+    yield from _graph_texts(model.graph)
+    for function in model.functions.values():
+        yield from _graph_texts(function)
+
+
+def _check_names(model: ir.Model, what: str) -> None:
+    """Refuse names that are not valid UTF-8: protobuf and onnx.checker let them by, onnx-ir cannot save them."""
+    for text, where in _model_texts(model):
+        if _not_utf8(text):
+            raise InvalidModelError(
+                f"{what} is malformed: {where} is not valid UTF-8 ({bytes(text) if isinstance(text, bytes) else text!r})",
+                hint="ONNX strings must be UTF-8; re-export the model",
+            )
+
+
+def _check_attribute_types(model: ir.Model, what: str) -> None:
+    """Refuse an attribute without a type (a damaged file): nothing can read or write its value."""
+    graphs: list[ir.Graph | ir.Function] = [model.graph, *model.functions.values()]
+    for graph in graphs:
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            for name, attr in node.attributes.items():
+                if attr.type == ir.AttributeType.UNDEFINED:
+                    raise InvalidModelError(f"{what} is malformed: attribute '{name}' of {node_label(node)} has no type")
+
+
+_CHECKED_TENSOR_BYTES = 16 << 20
+"""Inline tensors up to this size have their data length checked (reading the length of a protobuf bytes
+field copies it); larger ones are checked against the size of the file."""
+
+_TYPED_FIELDS = {
+    "float_data": {1: 1, 14: 2}, "int64_data": {7: 1}, "double_data": {11: 1, 15: 2}, "uint64_data": {12: 1, 13: 1},
+    "int32_data": {2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 9: 1, 10: 1, 16: 1, 17: 1, 18: 1, 19: 1, 20: 1, 24: 1},
+    "string_data": {8: 1},
+}
+
+
+def _tensor_problems(proto: onnx.ModelProto, source_size: int | None) -> list[str]:
+    """Initializers and Constant tensors of the main graph whose data contradicts their type and shape."""
+    problems = []
+    tensors = [(t, f"initializer '{t.name}'") for t in proto.graph.initializer]
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            tensors += [(a.t, f"the value of Constant node '{node.name}'") for a in node.attribute if a.HasField("t")]
+    for tensor, label in tensors:
+        why = _tensor_contradiction(tensor, source_size)
+        if why:
+            problems.append(f"{label} {why}")
+    return problems
+
+
+def _tensor_contradiction(tensor: onnx.TensorProto, source_size: int | None) -> str | None:
+    """What is wrong with ``tensor``'s declared type, shape and data, or None."""
+    if any(d < 0 for d in tensor.dims):
+        return f"has a negative dimension {list(tensor.dims)}"
+    try:
+        dtype = ir.DataType(tensor.data_type)
+    except ValueError:
+        return f"has unknown data type {tensor.data_type}"
+    if dtype == ir.DataType.UNDEFINED:
+        return "has no data type"
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    count = math.prod(tensor.dims)
+    if tensor.HasField("raw_data") and dtype != ir.DataType.STRING:
+        expected = math.ceil(count * dtype.itemsize)
+        if expected > _CHECKED_TENSOR_BYTES:
+            fits = source_size is None or expected <= source_size
+            too_big = f"declares {expected} bytes of {dtype.name} {list(tensor.dims)}, more than the whole file ({source_size})"
+            return None if fits else too_big
+        got = len(tensor.raw_data)
+        return None if got == expected else f"holds {got} bytes, but {dtype.name} {list(tensor.dims)} takes {expected}"
+    for field, per_type in _TYPED_FIELDS.items():
+        if tensor.data_type in per_type:  # without raw_data, the values live in the field of the tensor's type
+            got, expected = len(getattr(tensor, field)), count * per_type[tensor.data_type]
+            if got != expected:
+                return f"holds {got} values in {field}, but {dtype.name} {list(tensor.dims)} takes {expected}"
+    return None
 
 
 def _protected_paths(model: ir.Model) -> set[Path]:

@@ -32,10 +32,7 @@ class NpzSamples:
                 raise DataError(f"data folder '{self.path}' holds no .npz files (expected one .npz per sample)")
         elif self.path.is_file():
             self.files = []
-            try:
-                arrays = npz_arrays(self.path)
-            except Exception as err:
-                raise DataError(f"cannot read sample data '{self.path}': {err} (expected an .npz file)") from err
+            arrays = _read(self.path)
             self._count = min((len(a) for a in arrays.values()), default=0)
             if not arrays or self._count == 0:
                 raise DataError(f"sample data '{self.path}' is empty (expected one array per model input, axis 0 = samples)")
@@ -49,15 +46,35 @@ class NpzSamples:
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         if self.files:
             for f in self.files[: len(self)]:
-                try:
-                    with np.load(f) as npz:
-                        yield {k: npz[k] for k in npz.files}
-                except Exception as err:
-                    raise DataError(f"cannot read sample file '{f}': {err}") from err
+                yield _finite({k: np.asarray(a) for k, a in _read(f, whole=True).items()}, f, None)
         else:
-            arrays = npz_arrays(self.path)
+            arrays = _read(self.path)
             for i in range(len(self)):
-                yield {k: np.asarray(a[i]) for k, a in arrays.items()}  # one sample read from disk
+                try:
+                    sample = {k: np.asarray(a[i]) for k, a in arrays.items()}  # one sample read from disk
+                except (OSError, ValueError) as err:
+                    raise DataError(f"cannot read sample {i} of '{self.path}': {err}", hint="the file may be truncated") from err
+                yield _finite(sample, self.path, i)
+
+
+def _read(path: Path, whole: bool = False) -> dict[str, Any]:
+    """``npz_arrays`` with every failure a DataError naming the file (``whole``: each array read in full)."""
+    try:
+        arrays = npz_arrays(path)
+        return {k: (a.whole() if whole and isinstance(a, _StoredArray) else a) for k, a in arrays.items()}
+    except DataError:
+        raise
+    except Exception as err:
+        raise DataError(f"cannot read sample data '{path}': {type(err).__name__}: {err} (expected an .npz file)") from err
+
+
+def _finite(sample: dict[str, np.ndarray], path: Path, index: int | None) -> dict[str, np.ndarray]:
+    """Refuse NaN and Inf: calibration ranges and numeric checks computed from them are meaningless."""
+    for name, array in sample.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            where = f"sample {index} of '{path}'" if index is not None else f"'{path}'"
+            raise DataError(f"{where}: array '{name}' holds NaN or Inf values", hint="sample data must be finite numbers")
+    return sample
 
 
 class _StoredArray:
@@ -72,9 +89,18 @@ class _StoredArray:
         return self.shape[0] if self.shape else 0
 
     def __getitem__(self, index: int) -> np.ndarray:
+        return self._read(index * self.row, self.row, self.shape[1:])
+
+    def whole(self) -> np.ndarray:
+        return self._read(0, len(self) * self.row, self.shape)
+
+    def _read(self, start: int, count: int, shape: tuple[int, ...]) -> np.ndarray:
         with open(self.path, "rb") as f:
-            f.seek(self.offset + index * self.row * self.dtype.itemsize)
-            return np.fromfile(f, dtype=self.dtype, count=self.row).reshape(self.shape[1:])
+            f.seek(self.offset + start * self.dtype.itemsize)
+            data = np.fromfile(f, dtype=self.dtype, count=count)
+        if data.size != count:
+            raise DataError(f"sample data '{self.path}' is truncated: {data.size} of {count} values at element {start}")
+        return data.reshape(shape)
 
 
 def npz_arrays(path: Path) -> dict[str, Any]:
@@ -88,12 +114,39 @@ def npz_arrays(path: Path) -> dict[str, Any]:
     with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
         for info in archive.infolist():
             name = info.filename.removesuffix(".npy")
+            with archive.open(info) as member:
+                _check_header(path, name, info, member)
             stored = _stored_member(raw, path, info) if info.compress_type == zipfile.ZIP_STORED else None
             if stored is None:
                 with archive.open(info) as member:
                     stored = np.lib.format.read_array(member, allow_pickle=False)
             arrays[name] = stored
     return arrays
+
+
+_DEFLATE_MAX_RATIO = 1100
+"""Deflate cannot expand data more than ~1032x: a member declaring more is lying about its size."""
+
+
+def _check_header(path: Path, name: str, info: Any, member: Any) -> None:
+    """Refuse, before any array is allocated, a member whose header declares Python objects (pickles are
+    never loaded), a negative dimension, or more bytes than the archive holds for it."""
+    version = np.lib.format.read_magic(member)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        return  # read_array reports the unsupported version
+    shape, _, dtype = readers[version](member)
+    label = f"array '{name}' of '{path}'"
+    if dtype.hasobject:
+        raise DataError(f"{label} holds Python objects (dtype {dtype}); pickled data is never loaded", hint="save plain numeric arrays")
+    if any(d < 0 for d in shape):
+        raise DataError(f"{label} declares a negative dimension {list(shape)}")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = info.file_size - member.tell()
+    if declared > available or declared > info.compress_size * _DEFLATE_MAX_RATIO:
+        held = max(available, 0)
+        raise DataError(f"{label} declares shape {list(shape)} of {dtype} ({declared} bytes), but the file holds {held} for it",
+                        hint="the file is truncated or its header is damaged")
 
 
 def _stored_member(raw: Any, path: Path, info: Any) -> _StoredArray | None:
@@ -226,6 +279,7 @@ def random_inputs(
             dims = [d if isinstance(d, int) and d >= 0 else (1 if axis == 0 else dynamic_dim) for axis, d in enumerate(shape)]
             if shapes and value.name in shapes:
                 dims = list(shapes[value.name])
+            _check_generated_size(value.name, dims, dtype)
             if dtype == np.bool_:
                 array = rng.random(dims) < 0.5
             elif np.issubdtype(dtype, np.integer):
@@ -237,3 +291,14 @@ def random_inputs(
             sample[value.name] = array
         samples.append(sample)
     return samples
+
+
+_GENERATED_BYTES_LIMIT = 1 << 30
+
+
+def _check_generated_size(name: str, dims: list[int], dtype: np.dtype) -> None:
+    """Refuse to generate an input the model declares absurdly large (a damaged shape), before allocating it."""
+    size = int(np.prod(dims, dtype=object)) * max(dtype.itemsize, 1)
+    if any(d < 0 for d in dims) or size > _GENERATED_BYTES_LIMIT:
+        raise DataError(f"input '{name}' declares shape {dims} ({size} bytes): too large to generate random data for",
+                        hint="give sample data (--inputs DATA) or --shapes")

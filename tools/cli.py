@@ -48,7 +48,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
         args.fidelity, args.target = args.target, None
     if args.fidelity:
         _set_fidelity(passes, args.fidelity)
-    model = onnxpress.load(args.input, target_opset=args.target_opset)
+    model = onnxpress.load(args.input, target_opset=args.target_opset, allow_invalid=getattr(args, "allow_invalid", False))
     check_output_path(model, args.output)
     wants_summary = bool(args.report) or not args.quiet
     before = summarize(model) if wants_summary else {}
@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--max-ir-version", type=int, help="cap the IR version written (e.g. 13 for onnxruntime 1.31)")
     opt.add_argument("--all-passes", action="store_true", help="report every pass run, also those that changed nothing")
     opt.add_argument("--explain", action="store_true", help="list, per fusion rule, the sites that matched and the near-misses with reasons")
+    opt.add_argument("--allow-invalid", action="store_true", help="load a malformed model (dangling inputs, tensors that contradict "
+                     "their shape) with a warning instead of refusing it, so cleanup can repair it")
     opt.add_argument("-q", "--quiet", action="store_true")
     opt.set_defaults(func=cmd_opt)
 

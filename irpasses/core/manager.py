@@ -6,6 +6,7 @@ import dataclasses
 import json
 import resource
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import ALL_PROPERTIES, Property
 from onnxpress.irpasses.core.registry import Registry, default_registry
 from onnxpress.irpasses.core.snapshot import snapshot
-from onnxpress.irpasses.core.verify import subgraphs, verify_model
+from onnxpress.irpasses.core.verify import onnx_ir_logs, subgraphs, verify_model, warn_onnx_ir
 
 
 def _rss_mib() -> float:
@@ -295,6 +296,8 @@ class PassManager:
                             hint="rerun with --verify-each --dump-ir DIR to see which pass",
                         )
                     report.checker = f"{report.checker} (the input fails too: {before[8:]})"
+                    if "should be stored in" not in before:  # external data the weightless copy checks from elsewhere
+                        warnings.warn(f"the input model fails onnx.checker ({before[8:]}); it was carried through as it is", stacklevel=2)
             for inst in self.instruments:
                 inst.after_pipeline(model, report)
         except BaseException as err:
@@ -394,8 +397,16 @@ def _run_checker(model: ir.Model) -> str:
     from onnxpress.irpasses.core.snapshot import weightless
 
     structure = weightless(model)
+    with onnx_ir_logs() as logged:
+        try:
+            proto = ir.to_proto(structure)
+        except Exception as err:  # onnx-ir cannot write the model (a name that is not UTF-8, a broken tensor)
+            while err.__cause__ is not None:
+                err = err.__cause__
+            return f"FAILED: cannot be serialized: {type(err).__name__}: {err}"
+    warn_onnx_ir(logged, "writing the model for onnx.checker")
     try:
-        onnx.checker.check_model(ir.to_proto(structure))
+        onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0]
         return f"FAILED: {first}"

@@ -6,7 +6,10 @@ the graph, a use before definition, an undefined graph output, two values with o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
 
 import onnx_ir as ir
 from onnxpress.irpasses.core.errors import VerificationError
@@ -91,12 +94,73 @@ def verification_problems(graph: ir.Graph | ir.Function, outer: frozenset[int] =
     return problems[:limit]
 
 
-def verify_model(model: ir.Model, pass_name: str | None = None) -> None:
-    """Raise VerificationError naming the pass and the first problems found."""
+INPUT_PROBLEMS = "onnxpress.input_problems"
+"""``model.meta`` key: the structural problems a model loaded with ``allow_invalid=True`` already had."""
+
+
+def model_problems(model: ir.Model) -> list[str]:
+    """Structural problems of the main graph and of every function."""
     problems = verification_problems(model.graph)
     for function in model.functions.values():
         problems.extend(f"in function {function.name}: {p}" for p in verification_problems(function))
+    return problems
+
+
+def verify_model(model: ir.Model, pass_name: str | None = None) -> None:
+    """Raise VerificationError naming the pass and the first problems found. Problems the input already had
+    (loaded with ``allow_invalid=True``) are not the pass's doing and are not reported."""
+    known = set(model.meta.get(INPUT_PROBLEMS) or ())
+    problems = [p for p in model_problems(model) if p not in known]
     if problems:
         where = f"after pass '{pass_name}'" if pass_name else "in the model"
         shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
         raise VerificationError(f"invalid graph {where}: {shown}", pass_name=pass_name)
+
+
+@contextlib.contextmanager
+def onnx_ir_logs() -> Iterator[list[str]]:
+    """Collect what onnx-ir logs (it warns about invalid models through ``logging``; with no handler set up,
+    Python prints those records straight to stderr) so the caller can turn them into an error or a warning.
+    Distinct messages only: onnx-ir repeats one per node."""
+    collected: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message not in collected:
+                collected.append(message)
+
+    logger = logging.getLogger("onnx_ir")
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers = [_Collect(logging.WARNING)]
+    logger.propagate = False
+    try:
+        yield collected
+    finally:
+        logger.handlers = handlers
+        logger.propagate = propagate
+
+
+class _AsWarning(logging.Handler):
+    """onnx-ir warns through ``logging``; with no handler configured Python prints that straight to stderr,
+    past ``warnings`` filters and the CLI's one-line format. This turns each record into a Python warning."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warnings.warn(f"onnx-ir: {record.getMessage()}", stacklevel=2)
+
+
+def route_onnx_ir_logs() -> None:
+    """Install the handler once (idempotent): called when onnxpress is imported."""
+    logger = logging.getLogger("onnx_ir")
+    if not any(isinstance(h, _AsWarning) for h in logger.handlers):
+        logger.addHandler(_AsWarning(logging.WARNING))
+
+
+route_onnx_ir_logs()
+
+
+def warn_onnx_ir(messages: list[str], where: str, limit: int = 3) -> None:
+    """Re-issue onnx-ir's log messages as one Python warning (shown once per CLI run, filterable)."""
+    if messages:
+        shown = "; ".join(m.strip() for m in messages[:limit]) + (f" (and {len(messages) - limit} more)" if len(messages) > limit else "")
+        warnings.warn(f"onnx-ir, {where}: {shown}", stacklevel=3)
