@@ -45,6 +45,8 @@ PLUGIN = Plugin(
         "cluster": f"{_P}.clustering.cluster:Cluster",
         "entropy-code": f"{_P}.clustering.entropy_code:EntropyCode",
         "prune": f"{_P}.sparsity.prune:Prune",
+        "permute-channels": f"{_P}.sparsity.permute_channels:PermuteChannels",
+        "lowrank": f"{_P}.lowrank.lowrank:LowRank",
     },
     backends={
         "ort": "onnxpress.backends.ort.backend:OrtBackend",
@@ -65,7 +67,9 @@ PLUGIN = Plugin(
         "fp8": "convert-opset{min=19},optimize,qdq{activations=fp8},dedup-initializers,dead-code",
         "cluster4": "convert-opset{min=21},optimize,cluster{bits=4}",
         "max-compress": 'convert-opset{min=21},optimize,cluster{grid=uniform,bits=8,fidelity="cosine>=0.999",eval_samples=8},entropy-code',
-        "sparse-2of4": "optimize,prune{pattern=2:4,method=auto}",
+        "sparse-2of4": 'optimize,permute-channels{pattern=2:4},prune{pattern=2:4,method=auto,fidelity="cosine>=0.995"}',
+        "sparse-int8": 'optimize,permute-channels{pattern=2:4},prune{pattern=2:4,method=auto,fidelity="cosine>=0.995"},qdq,dedup-initializers,dead-code',
+        "lowrank-auto": 'optimize,lowrank{fidelity="cosine>=0.999"}',
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

@@ -45,19 +45,39 @@ def timing_cache_path() -> Path:
     return cache_dir() / "tensorrt-timing.cache"
 
 
-def has_two_four_sparse_weights(model: ir.Model) -> bool:
-    """True when some Conv/MatMul/Gemm weight is 2:4 sparse along its input channels (TensorRT's SPARSE_WEIGHTS)."""
+def sparse_eligible_layers(model: ir.Model) -> list[str]:
+    """Conv/MatMul/Gemm nodes whose weight is 2:4 sparse along its input channels, the reduction axis TensorRT's
+    sparse kernels group (a MatMul's K rows, a Gemm's B columns under transB, a Conv's I at each kernel position)."""
+    eligible = []
     for node in model.graph:
         if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.inputs) < 2 or node.inputs[1] is None:
             continue
-        tensor = node.inputs[1].const_value
+        tensor = _weight_constant(node.inputs[1])
         if tensor is None or tensor.size < 64 or len(tensor.shape) < 2:
             continue
         w = tensor.numpy()
-        w = np.moveaxis(w, 0, -1) if node.op_type == "Conv" else w  # input channels last for Conv (O,I,...)
+        if node.op_type == "Conv":
+            w = np.moveaxis(w, 1, -1)  # [O, *k, I]
+        elif not (node.op_type == "Gemm" and node.attributes.get_int("transB", 0)):
+            w = w.T  # [N, K]
         if w.shape[-1] % 4 == 0 and np.all(np.count_nonzero(w.reshape(-1, 4), axis=1) <= 2):
-            return True
-    return False
+            eligible.append(node.name or "?")
+    return eligible
+
+
+def _weight_constant(value: ir.Value) -> ir.TensorProtocol | None:
+    """The constant behind a weight input: itself, or the integer tensor a DequantizeLinear reads (QDQ)."""
+    if value.const_value is not None:
+        return value.const_value
+    producer = value.producer()
+    if producer is not None and producer.op_type == "DequantizeLinear" and producer.inputs[0] is not None:
+        return producer.inputs[0].const_value
+    return None
+
+
+def has_two_four_sparse_weights(model: ir.Model) -> bool:
+    """True when some Conv/MatMul/Gemm weight is 2:4 sparse along its input channels (TensorRT's SPARSE_WEIGHTS)."""
+    return bool(sparse_eligible_layers(model))
 
 
 def make_logger(trt: Any, quiet_missing_gpu: bool) -> Any:
@@ -185,7 +205,8 @@ class TensorRTBackend(Backend):
         builder, network, _parser, digest = self._parse(trt, model, logger, strongly_typed)
         config = builder.create_builder_config()
         flags = []
-        if has_two_four_sparse_weights(model):
+        sparse_layers = sparse_eligible_layers(model)
+        if sparse_layers:
             config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
             flags.append("SPARSE_WEIGHTS")
         if options.extra.get("fp16") and not strongly_typed and hasattr(trt.BuilderFlag, "FP16"):
@@ -232,6 +253,7 @@ class TensorRTBackend(Backend):
             "strongly_typed": strongly_typed,
             "qdq": has_qdq,
             "flags": flags,
+            "sparse_eligible_layers": sparse_layers,
             "layer_precisions": precisions,
             "layers": network.num_layers,
             "engine_bytes": len(engine_bytes),

@@ -161,8 +161,9 @@ def uniform_grid(weight: np.ndarray, levels: int, step: float = 0.0, tails: int 
     weight asks for. The step is ``step`` x the tensor's RMS, but at least what lets the uniform levels reach
     99.9 % of the weights (finer would crowd the rest into the tail levels, and fidelity would fall as the
     step shrinks); the weights beyond the uniform levels' reach (trained weights have a few far out: MiniLM's
-    FFN outputs peak at 175x their RMS, which would stretch a plain 8-bit grid 14x) share ``tails`` levels (default levels/8) fitted by k-means. ``step`` 0: plain
-    levels over the tensor's range, no tails. Zero is a level, so pruned weights stay exactly zero."""
+    FFN outputs peak at 175x their RMS, which would stretch a plain 8-bit grid 14x) share ``tails`` levels
+    (default levels/8) fitted by k-means. ``step`` 0: plain levels over the tensor's range, no tails. Zero is a
+    level, so pruned weights stay exactly zero."""
     w = np.asarray(weight, dtype=np.float32)
     peak = float(np.abs(w).max()) if w.size else 0.0
     rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) if w.size else 0.0

@@ -188,11 +188,14 @@ def gptq_quantize(
     block scales are fixed up front from the original weights ("static groups"), so the stored layout stays
     plain consecutive blocks; in natural order each block's scale comes from its rows as updated so far.
     Returns codes [N, K / block, block] (unsigned, 0..levels), scales and zero points [N, K / block, 1].
+    Weights that are exactly zero stay exactly zero (their code is the zero point), so a pruned pattern
+    survives: GPTQ's error feedback would otherwise move them (2:4 then int8 would come back dense).
     """
     k, n = weight.shape
     if k % block:
         raise ValueError(f"K={k} is not a multiple of the block size {block}")
     w = weight.T.astype(np.float64).copy()  # [N, K]: one column per input row of the MatMul weight
+    pruned = w == 0
     w[:, prepared.dead] = 0.0
     order = prepared.order
     act_order = bool(np.any(order != np.arange(k)))
@@ -217,7 +220,7 @@ def gptq_quantize(
             s, z = scale_fn(w1[:, i : i + block].reshape(n, 1, block).astype(np.float32))
             scales[:, g], zeros[:, g] = s.reshape(n, 1), z.reshape(n, 1)
         s, z = scales[:, col // block, 0], zeros[:, col // block, 0]
-        q = np.clip(np.rint(w1[:, i] / s) + z, 0, levels)
+        q = np.where(pruned[:, col], z, np.clip(np.rint(w1[:, i] / s) + z, 0, levels))
         codes[:, col] = q
         return (q - z) * s
 

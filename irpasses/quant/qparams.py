@@ -109,7 +109,9 @@ def add_constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     while name in graph.initializers:
         i += 1
         name = f"{base}_{i}"
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    tensor = ir.tensor(array, name=name)
+    # type and shape on the value too: a later pass that cuts the graph into pieces feeds it as an input
+    value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(tensor.shape), const_value=tensor)
     graph.register_initializer(value)
     return value
 

@@ -93,7 +93,7 @@ class ConvGeometry:
 
 def patch_rows(x: np.ndarray, geometry: ConvGeometry, rng: np.random.Generator, max_rows: int) -> np.ndarray:
     """At most ``max_rows`` (a random subset) of the im2col rows of a Conv input x [B, C, *spatial]:
-    [rows, group, C / group * prod(kernel)], each row in the kernel's [I/g, *k] order."""
+    [rows, group, prod(kernel) * C / group], each row in ``conv_view``'s [*k, I/g] order (channels innermost)."""
     x = np.asarray(x)
     rank = len(geometry.kernel)
     padded = np.pad(x, [(0, 0), (0, 0), *geometry.padding(x.shape[2:])])
@@ -106,7 +106,8 @@ def patch_rows(x: np.ndarray, geometry: ConvGeometry, rng: np.random.Generator, 
     chosen = np.sort(rng.choice(count, max_rows, replace=False)) if count > max_rows else np.arange(count)
     index = np.unravel_index(chosen, positions)
     rows = view[(index[0], slice(None), *index[1:])]  # advanced indices around a slice: [rows, C, *kernel]
-    return rows.reshape(len(chosen), geometry.group, -1)
+    rows = rows.reshape(len(chosen), geometry.group, -1, *rows.shape[2:])  # [rows, group, I/g, *kernel]
+    return np.moveaxis(rows, 2, -1).reshape(len(chosen), geometry.group, -1)
 
 
 class PatchStatistics:
@@ -174,8 +175,17 @@ class Pruned:
 
 
 def conv_view(weight_shape: tuple[int, ...]) -> MatrixView:
-    """A Conv kernel [O, I/g, *k] as [I/g * prod(k), O]: input channels x kernel window along K."""
-    return MatrixView(1, lambda w: w.reshape(w.shape[0], -1).T, lambda w, shape: w.T.reshape(shape))
+    """A Conv kernel [O, I/g, *k] as [prod(k) * I/g, O], input channels innermost along K: N:M groups then run
+    along input channels at each kernel position, the layout TensorRT's sparse convolutions take (apex's ASP
+    masks a [O, I, kh, kw] kernel as [O, kh, kw, I])."""
+
+    def to_kn(w: np.ndarray) -> np.ndarray:
+        return np.moveaxis(w, 1, -1).reshape(w.shape[0], -1).T
+
+    def from_kn(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return np.moveaxis(w.T.reshape(shape[0], *shape[2:], shape[1]), -1, 1)
+
+    return MatrixView(1, to_kn, from_kn)
 
 
 def _columns(per_group: list[np.ndarray], n: int) -> np.ndarray:

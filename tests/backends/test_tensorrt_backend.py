@@ -63,7 +63,9 @@ def test_two_four_sparse_weights_set_the_sparse_flag() -> None:
     for value in model.graph.initializers.values():
         w = value.const_value.numpy().copy()
         if w.ndim == 2:
-            w.reshape(-1, 4)[:, :2] = 0  # two zeros in every group of four
+            kn = w.T.copy()  # [N, K]
+            kn.reshape(-1, 4)[:, :2] = 0  # two zeros in every group of four along K, the reduction axis
+            w = np.ascontiguousarray(kn.T)
             value.const_value = onnxpress.irpasses.core.pass_base.ir.tensor(w, name=value.name)
     assert trt_backend.has_two_four_sparse_weights(model)
     artifact = compile_model(model, get_backend("tensorrt"), CompileOptions(shapes={"x": ([1, 8], [1, 8], [4, 8])}))
@@ -118,3 +120,20 @@ def test_weight_only_blocked_dequantize_builds_an_engine(tmp_path: Path, bits: i
     assert report.records[-1].stats["format"] == "qdq"
     artifact = compile_model(model, get_backend("tensorrt"), CompileOptions(), tmp_path / "w.engine")
     assert artifact.path is not None and artifact.path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("then", ["", ",convert-opset{min=19},qdq{activations=int8}"])
+def test_pruned_and_pruned_int8_models_build_sparse_engines(tmp_path: Path, then: str) -> None:
+    """permute-channels + prune 2:4 (sparse-2of4's passes without its fidelity target, which a random MLP
+    would not meet), and the same then int8: engines build with SPARSE_WEIGHTS and the sidecar names the
+    layers whose weights are 2:4 along their reduction axis (int8 keeps the zeros)."""
+    from onnxpress.tools.testing import mlp_proto
+
+    samples = {"x": np.random.default_rng(0).standard_normal((8, 1, 8)).astype(np.float32)}
+    pipeline = f"optimize,permute-channels{{pattern=2:4,seconds=0.1}},prune{{pattern=2:4,min_elements=32}}{then}"
+    model, _ = onnxpress.optimize(onnxpress.load(mlp_proto(hidden=64)), pipeline, samples=samples, target="tensorrt", verify="off")
+    eligible = trt_backend.sparse_eligible_layers(model)
+    assert len(eligible) == 2
+    compile_model(model, get_backend("tensorrt"), CompileOptions(shapes={"x": ([1, 8], [1, 8], [4, 8])}), tmp_path / "s.engine")
+    sidecar = json.loads((tmp_path / "s.engine.json").read_text())
+    assert sidecar["flags"] == ["SPARSE_WEIGHTS"] and sidecar["sparse_eligible_layers"] == eligible

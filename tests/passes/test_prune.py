@@ -18,7 +18,7 @@ from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.manager import PassManager
 from onnxpress.irpasses.core.pipeline_text import build_passes
 from onnxpress.irpasses.core.snapshot import snapshot
-from onnxpress.irpasses.sparsity.prune import ConvGeometry, Prune, patch_rows
+from onnxpress.irpasses.sparsity.prune import ConvGeometry, Prune, conv_view, patch_rows
 from onnxpress.kernels import formats
 
 K, N, ROWS = 64, 128, 32
@@ -54,7 +54,7 @@ def _weight(kind: str, seed: int = 0) -> np.ndarray:
 
 def _kn(kind: str, weight: np.ndarray) -> np.ndarray:
     """The weight as [reduction, outputs]."""
-    return {"matmul": lambda w: w, "gemm": lambda w: w.T, "conv": lambda w: w.reshape(w.shape[0], -1).T}[kind](weight)
+    return {"matmul": lambda w: w, "gemm": lambda w: w.T, "conv": lambda w: conv_view(w.shape).to_kn(w)}[kind](weight)
 
 
 def _samples(kind: str, count: int = 8, seed: int = 1) -> list[dict[str, np.ndarray]]:
@@ -287,7 +287,10 @@ def test_im2col_rows_times_the_kernel_view_give_the_conv_output(geometry: dict) 
     conv = next(iter(onnxpress.load(proto).graph))
     rows = patch_rows(x, ConvGeometry.of(conv, weight.shape), np.random.default_rng(0), 10**9)
     expected = np.moveaxis(y, 1, -1).reshape(-1, 8)
-    view = weight.reshape(8, -1).T
+    view = conv_view(weight.shape).to_kn(weight)
+    np.testing.assert_array_equal(conv_view(weight.shape).from_kn(view, weight.shape), weight)
+    if len(kernel) == 2:  # channels innermost along K: TensorRT's 2:4 groups run along input channels
+        np.testing.assert_array_equal(view[: weight.shape[1], 0], weight[0, :, 0, 0])
     for g in range(group):
         columns = slice(g * 8 // group, (g + 1) * 8 // group)
         np.testing.assert_allclose(rows[:, g] @ view[:, columns], expected[:, columns], rtol=1e-4, atol=1e-4)
@@ -303,8 +306,9 @@ def test_exclude_and_small_layers_stay_dense_and_are_listed() -> None:
 def test_sparse_2of4_pipeline_runs_with_sparsegpt() -> None:
     passes = build_passes("sparse-2of4")
     prune = next(p for p in passes if isinstance(p, Prune))
-    assert prune.pattern == "2:4" and prune.method == "auto"
-    out, report = onnxpress.optimize(_layer("matmul", _weight("matmul")), "sparse-2of4", samples=_samples("matmul"), verify="off")
+    assert prune.pattern == "2:4" and prune.method == "auto" and prune.fidelity
+    nearly = formats.magnitude_nm(_weight("matmul"), 4, 2) + 1e-4 * np.random.default_rng(3).standard_normal((K, N)).astype(np.float32)
+    out, report = onnxpress.optimize(_layer("matmul", nearly), "sparse-2of4", samples=_samples("matmul", 16), verify="off")
     record = next(r for r in report.records if r.name == "prune")
     assert record.stats["layers"] == 1 and record.stats["zeros"] == K * N // 2
     formats.nm_positions(_pruned(out), 4, 2)

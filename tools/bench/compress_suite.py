@@ -28,6 +28,7 @@ PIPELINES: dict[str, list[tuple[str, str]]] = {
         ("max-compress at cosine>=0.99", LOOSER.format(0.99)),
         ("uniform grid step 0.1, entropy-coded", UNIFORM),
         ("cluster4 (k-means 4-bit per column)", "cluster4"),
+        ("cluster 4-bit, a book per 8 columns", "convert-opset{min=21},optimize,cluster{bits=4,scope=group:8}"),
         ("cluster 8-bit (k-means per tensor)", "convert-opset{min=21},optimize,cluster{bits=8}"),
         ("w4 (uniform 4-bit blocks, GPTQ)", "w4"),
         ("w8", "w8"),

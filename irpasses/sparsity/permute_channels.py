@@ -1,0 +1,243 @@
+"""permute-channels: reorder the channels between two layers so that N:M pruning keeps more importance,
+without changing what the model computes.
+
+N:M groups run along a layer's input channels (K) in their stored order; which channels share a group is an
+accident of training. Permuting those channels is free when the permutation can be folded into the layer
+that produces them: the producer's output columns (MatMul / Gemm weight, bias) take the permutation, every
+elementwise op in between (Add of a bias, Gelu's Mul/Div/Erf, Relu...) is indifferent to channel order once
+its per-channel constants are permuted too, and the readers' weight rows take it as well. The search is
+``permutation.search_permutation`` (apex's 2:4 benchmark: 38.0 % efficacy in 1 s).
+
+A region is refused, with the reason in ``ctx.extra["permutation"]``, when anything other than such ops
+reads the channels (LayerNormalization, Reshape into heads, a graph output, a Concat...): MiniLM's q/k/v
+read the residual stream, whose channel order every layer shares; its FFN output layers (1536 -> 384) can
+be permuted. The pass is exact: the numeric check compares outputs with the usual tolerances (only the
+summation order inside the readers changes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import numpy as np
+import onnx_ir as ir
+from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.errors import PassOptionError
+from onnxpress.irpasses.core.pass_base import Pass, PassResult
+from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
+from onnxpress.irpasses.quant.placement import excluded_by
+from onnxpress.irpasses.sparsity.nm import parse_pattern
+
+UNARY = frozenset({"Relu", "Gelu", "Sigmoid", "Tanh", "Erf", "Softplus", "LeakyRelu", "HardSwish", "HardSigmoid", "Elu",
+                   "Selu", "Abs", "Neg", "Exp", "Log", "Sqrt", "Identity", "Cast", "Clip", "Mish", "Celu"})
+BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"})
+_STANDARD = ("", "ai.onnx")
+
+
+@dataclasses.dataclass
+class Region:
+    """The channels one producer writes and its readers consume: what a permutation must touch."""
+
+    producer: ir.Node
+    channels: int
+    readers: list[ir.Node] = dataclasses.field(default_factory=list)
+    constants: list[tuple[ir.Node, int]] = dataclasses.field(default_factory=list)  # per-channel operands
+
+
+@dataclasses.dataclass
+class PermuteChannels(Pass):
+    """Permute the channels between a MatMul/Gemm and the MatMuls that read them so N:M pruning keeps more."""
+
+    name = "permute-channels"
+    needs = frozenset({CONSTANTS_LIFTED})
+    pattern: str = "2:4"
+    importance: Literal["auto", "magnitude", "wanda"] = "auto"
+    """magnitude: |W| of the readers; wanda: |W| * sqrt(E[x^2]) of their input on the calibration data (what
+    the prune pass's Wanda and SparseGPT weigh); auto: wanda when calibration data is given."""
+    seconds: float = 1.0
+    """Search budget per region."""
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        nm = parse_pattern(self.pattern)
+        if nm is None:
+            raise PassOptionError("permute-channels: pattern=unstructured has no groups to permute for", hint="pattern=2:4 or 4:8")
+        self._n, self._m = nm
+        if self.seconds <= 0:
+            raise PassOptionError(f"permute-channels: seconds={self.seconds} must be positive")
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        from onnxpress.irpasses.sparsity.permutation import search_permutation
+
+        regions, refused = self._regions(model)
+        norms = self._input_norms(model, ctx, regions)
+        report: list[dict[str, Any]] = []
+        permuted = 0
+        with ctx.progress("channel permutation", len(regions)) as bar:
+            for region in regions:
+                importance = np.concatenate([self._importance(r, norms) for r in region.readers], axis=1)
+                found = search_permutation(importance, self._m, self._n, self.seconds, self.seed)
+                changed = found.kept_after > found.kept_before
+                if changed:
+                    _apply(region, found.order)
+                    permuted += 1
+                report.append({"producer": region.producer.name, "readers": [r.name for r in region.readers],
+                               "kept_before": found.kept_before, "kept_after": found.kept_after, "total": found.total,
+                               "pruned_reduction": found.pruned_reduction, "permuted": changed})
+                bar.advance()
+        ctx.extra["permutation"] = {"regions": report, "refused": refused}
+        reduction = [r["pruned_reduction"] for r in report]
+        return self.result(model, permuted > 0, regions=len(regions), permuted=permuted, refused=len(refused),
+                           mean_pruned_reduction_percent=round(100 * float(np.mean(reduction)), 2) if reduction else 0)
+
+    # ----- finding regions --------------------------------------------------------------------------
+    def _regions(self, model: ir.Model) -> tuple[list[Region], dict[str, str]]:
+        regions, refused = [], {}
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            if node.domain not in _STANDARD or node.op_type not in ("MatMul", "Gemm") or excluded_by(node, self.exclude) is not None:
+                continue
+            channels = _output_channels(node)
+            if channels is None:
+                continue
+            region, reason = self._region(node, channels)
+            if region is not None:
+                regions.append(region)
+            elif reason:
+                refused[node.name or "?"] = reason
+        return regions, refused
+
+    def _region(self, producer: ir.Node, channels: int) -> tuple[Region | None, str]:
+        """Walk the producer's output through channel-wise ops to the MatMuls reading it; '' as the reason
+        when nothing N:M-prunable reads it (not worth reporting)."""
+        region = Region(producer, channels)
+        frontier, seen = [producer.outputs[0]], {producer}
+        inside: list[ir.Node] = []
+        while frontier:
+            value = frontier.pop()
+            if value.is_graph_output():
+                return None, f"its channels reach the graph output '{value.name}'"
+            for node, index in value.uses():
+                if node in seen:
+                    continue
+                if _reader(node, index, channels):
+                    if channels % self._m:
+                        return None, f"{channels} channels are not a multiple of m={self._m}"
+                    seen.add(node)
+                    region.readers.append(node)
+                    continue
+                problem = _channelwise(node, value, channels, region)
+                if problem:
+                    return None, problem
+                seen.add(node)
+                inside.append(node)
+                frontier.extend(node.outputs)
+        if not region.readers:
+            return None, ""
+        values = {producer.outputs[0]} | {out for node in inside for out in node.outputs}
+        for node in inside:  # x * erf(x) is fine; Add(x, residual) would mix orders
+            for other in node.inputs:
+                if other is not None and other.const_value is None and other not in values:
+                    return None, f"{node.op_type} '{node.name}' combines the channels with '{other.name}' from outside"
+        if any(excluded_by(r, self.exclude) is not None for r in region.readers):
+            return None, "a reader is excluded"
+        return region, ""
+
+    # ----- importance -------------------------------------------------------------------------------
+    def _input_norms(self, model: ir.Model, ctx: PassContext, regions: list[Region]) -> dict[str, np.ndarray]:
+        if self.importance == "magnitude" or (self.importance == "auto" and ctx.samples is None) or not regions:
+            return {}
+        from onnxpress.irpasses.clustering.cluster import MeanSquare
+        from onnxpress.irpasses.quant.collect import stream_statistics
+        from onnxpress.irpasses.quant.data import calibration_samples
+
+        names = sorted({r.inputs[0].name for region in regions for r in region.readers if r.inputs[0].name})
+        samples = calibration_samples(ctx, model, False, self.name)
+        stats = stream_statistics(model, samples, {n: MeanSquare() for n in names}, show_progress=ctx.show_progress,
+                                  description="permutation statistics")
+        return {name: np.sqrt(s.value) for name, s in stats.items() if s.total is not None}
+
+    def _importance(self, reader: ir.Node, norms: dict[str, np.ndarray]) -> np.ndarray:
+        weight = np.abs(_reader_weight(reader))
+        norm = norms.get(reader.inputs[0].name or "")
+        return weight if norm is None else weight * norm.reshape(-1, 1)
+
+
+def _output_channels(node: ir.Node) -> int | None:
+    """Output channels of a MatMul/Gemm whose weight is a constant matrix (and a Gemm we can read)."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    if weight is None or weight.const_value is None or len(weight.const_value.shape) != 2:
+        return None
+    if node.op_type == "Gemm" and node.attributes.get_int("transA", 0):
+        return None
+    shape = weight.const_value.shape.numpy()
+    return int(shape[0] if node.op_type == "Gemm" and node.attributes.get_int("transB", 0) else shape[1])
+
+
+def _reader(node: ir.Node, index: int, channels: int) -> bool:
+    """A MatMul reading the channels as its reduction axis, with a constant [K, N] weight."""
+    if node.domain not in _STANDARD or node.op_type != "MatMul" or index != 0:
+        return False
+    weight = node.inputs[1]
+    return weight is not None and weight.const_value is not None and tuple(weight.const_value.shape.numpy())[:1] == (channels,) \
+        and len(weight.const_value.shape) == 2
+
+
+def _reader_weight(node: ir.Node) -> np.ndarray:
+    return node.inputs[1].const_value.numpy().astype(np.float32)
+
+
+def _channelwise(node: ir.Node, value: ir.Value, channels: int, region: Region) -> str:
+    """'' if ``node`` treats every channel alike (its per-channel constants noted in ``region``), else why not."""
+    what = f"{node.op_type} '{node.name}' reads the channels"
+    if node.domain not in _STANDARD:
+        return what
+    others = [(i, v) for i, v in enumerate(node.inputs) if v is not None and v is not value]
+    if node.op_type in UNARY:
+        if any(v.const_value is None or v.const_value.size != 1 for _, v in others):  # Clip's min/max
+            return what
+        return ""
+    if node.op_type not in BINARY:
+        return what
+    for i, other in others:
+        if other.const_value is None:
+            continue  # another channel-wise value of the region (x * erf(x)); checked when reached
+        shape = tuple(other.const_value.shape.numpy())
+        if not shape or shape[-1] == 1:
+            continue
+        if shape[-1] != channels or int(np.prod(shape)) != channels:
+            return f"{node.op_type} '{node.name}' has a constant of shape {list(shape)} on the channels"
+        region.constants.append((node, i))
+    return ""
+
+
+def _apply(region: Region, order: np.ndarray) -> None:
+    """Fold the permutation: producer's output columns, per-channel constants, readers' rows (new tensors)."""
+    producer = region.producer
+    weight = producer.inputs[1]
+    array = weight.const_value.numpy()
+    transposed = producer.op_type == "Gemm" and producer.attributes.get_int("transB", 0)
+    _replace(producer, 1, array[order] if transposed else array[:, order])
+    if producer.op_type == "Gemm" and len(producer.inputs) > 2 and producer.inputs[2] is not None:
+        bias = producer.inputs[2].const_value
+        if bias is not None and bias.size == region.channels:
+            _replace(producer, 2, bias.numpy().reshape(-1)[order].reshape(bias.shape.numpy()))
+    for node, index in region.constants:
+        constant = node.inputs[index].const_value.numpy()
+        _replace(node, index, constant.reshape(-1)[order].reshape(constant.shape))
+    for reader in region.readers:
+        _replace(reader, 1, _reader_weight(reader)[order].astype(reader.inputs[1].const_value.numpy().dtype))
+
+
+def _replace(node: ir.Node, index: int, array: np.ndarray) -> None:
+    """A new initializer for ``node``'s input ``index`` (another reader of the old one keeps it)."""
+    from onnxpress.irpasses.quant.qparams import add_constant
+
+    graph = node.graph
+    assert graph is not None
+    old = node.inputs[index]
+    value = add_constant(graph, f"{old.name or 'weight'}_permuted", np.ascontiguousarray(array))
+    node.replace_input_with(index, value)
+    if old is not None and not old.uses() and old.name in graph.initializers:
+        graph.initializers.pop(old.name)
