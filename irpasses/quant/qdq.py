@@ -124,8 +124,9 @@ class QDQ(Pass):
     lossy = True
     needs = frozenset({CONSTANTS_LIFTED})
     keeps = frozenset({TOPO_SORTED, CONSTANTS_LIFTED})
-    activations: Literal["uint8", "int8", "fp8"] = "uint8"
-    """uint8 asymmetric suits onnxruntime's CPU kernels; TensorRT takes int8 (symmetric) or fp8."""
+    activations: Literal["auto", "uint8", "int8", "fp8"] = "auto"
+    """uint8 asymmetric suits onnxruntime's CPU kernels; TensorRT takes int8 (symmetric) or fp8 (it refuses
+    non-zero zero points); auto: int8 under --target tensorrt, else uint8."""
     calibrator: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"
     """percentile by default: entropy (KL) clipped PP-OCRv4 det's pre-activation outputs to a third of their range."""
     percentile: float = 99.999
@@ -183,14 +184,22 @@ class QDQ(Pass):
         if self.fidelity and self.metric is None:
             resolve_metric(self.fidelity, None)  # a bad target fails when the pipeline is built, not after calibration
 
+    @property
+    def _activations(self) -> str:
+        """The activation type this run writes (``auto`` resolved for the run's target)."""
+        if self.activations != "auto":
+            return self.activations
+        return "int8" if getattr(self, "_target", None) == "tensorrt" else "uint8"
+
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        self._target = ctx.target
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
         if opset < 13:
             raise PassOptionError(
                 f"pass 'qdq' needs opset >= 13 (per-channel DequantizeLinear); the model is at opset {opset}",
                 hint="run convert-opset{min=17} first (the int8 pipeline does)",
             )
-        if self.activations == "fp8" and opset < 19:
+        if self._activations == "fp8" and opset < 19:
             raise PassOptionError(f"fp8 Q/DQ needs opset >= 19; the model is at opset {opset}", hint="run convert-opset{min=19} first")
         placement = self.placement_override or place(model, ctx.target, self.exclude, self.keep_fragile)
         if not placement.sites:
@@ -203,7 +212,7 @@ class QDQ(Pass):
         self._small = self._small_layers(model, ctx, placement, samples)
         placement = self._demote_small(placement)
         axes = {s.node.inputs[0].name: (1 if s.node.op_type == "Conv" else -1) for s in placement.sites}
-        gptq_layers, grams = self._gptq_statistics(placement, ctx) if self.rounding == "gptq" and self.activations != "fp8" else ({}, {})
+        gptq_layers, grams = self._gptq_statistics(placement, ctx) if self.rounding == "gptq" and self._activations != "fp8" else ({}, {})
         stats = calibration_stats(model, ctx, [v.name for v in placement.activation_values()], samples, axes, also=grams)
         info = ctx.extra.setdefault("quantization", {})
         self._rounded = self._gptq_round(gptq_layers, grams)
@@ -227,7 +236,7 @@ class QDQ(Pass):
         """LSTM/GRU/RNN weights as int8 rows (no integer recurrent op exists in QDQ form): DynamicQuantizeLSTM for
         LSTMs under onnxruntime targets, Cast and Mul folded at load otherwise; TensorRT and fp8 runs leave them
         float."""
-        if not self.recurrent or self.activations == "fp8" or ctx.target not in (None, "ort"):
+        if not self.recurrent or self._activations == "fp8" or ctx.target not in (None, "ort"):
             return 0
         from onnxpress.irpasses.quant.dynamic import quantize_recurrents
 
@@ -241,7 +250,7 @@ class QDQ(Pass):
         under ``min_macs`` or ``min_intensity`` on the first calibration sample; measured, those whose int8 form
         is not clearly faster alone (``layer_timing``). Decided before calibrating: only the layers that keep
         Q/DQ need activation histograms (PP-OCRv4 det: 8 % of the activation volume)."""
-        if ctx.target not in (None, "ort") or self.activations == "fp8":
+        if ctx.target not in (None, "ort") or self._activations == "fp8":
             return {}
         if self.cost_model == "rule" and not (self.min_macs or self.min_intensity):
             return {}
@@ -364,12 +373,12 @@ class QDQ(Pass):
             h = stats.get(value.name)
             if h is None or h.seen == 0 or not h.binned:
                 raise DataError(f"no calibration statistics for tensor '{value.name}' (it was never computed on the samples)")
-            lo, hi = tensor_range(h, self.calibrator, self.percentile, unsigned=self.activations == "uint8")
+            lo, hi = tensor_range(h, self.calibrator, self.percentile, unsigned=self._activations == "uint8")
             window = saturation_window(value)
             if window is not None:  # range the consumers cannot see is wasted precision
                 lo, hi = max(lo, window[0]), min(hi, window[1])
-            act[value.name] = activation_qparams(lo, hi, self.activations)
-        rewriter = _Rewriter(model, "fp8" if self.activations == "fp8" else "int8", self.per_channel, getattr(self, "_rounded", {}))
+            act[value.name] = activation_qparams(lo, hi, self._activations)
+        rewriter = _Rewriter(model, "fp8" if self._activations == "fp8" else "int8", self.per_channel, getattr(self, "_rounded", {}))
         names = [v.name for v in values]  # absorbing a Relu moves its output's name to the Conv output
         site_inputs = [site.node.inputs[0].name for site in placement.sites]
         renamed = {}

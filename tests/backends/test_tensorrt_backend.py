@@ -137,3 +137,16 @@ def test_pruned_and_pruned_int8_models_build_sparse_engines(tmp_path: Path, then
     compile_model(model, get_backend("tensorrt"), CompileOptions(shapes={"x": ([1, 8], [1, 8], [4, 8])}), tmp_path / "s.engine")
     sidecar = json.loads((tmp_path / "s.engine.json").read_text())
     assert sidecar["flags"] == ["SPARSE_WEIGHTS"] and sidecar["sparse_eligible_layers"] == eligible
+
+
+def test_default_qdq_for_tensorrt_is_symmetric_int8(tmp_path: Path) -> None:
+    """qdq's default activations follow the target: uint8 with zero points for onnxruntime, which TensorRT
+    refuses ('Non-zero zero point is not supported'), int8 symmetric under --target tensorrt."""
+    from onnxpress.tools.testing import conv_net_proto
+
+    calib = {"x": np.random.default_rng(0).uniform(-1, 1, (4, 1, 3, 16, 16)).astype(np.float32)}
+    model, _ = onnxpress.optimize(onnxpress.load(conv_net_proto()), "convert-opset{min=19},qdq", samples=calib, target="tensorrt", verify="off")
+    zero_points = [n.inputs[2].const_value.numpy() for n in model.graph if n.op_type == "QuantizeLinear" and len(n.inputs) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    compile_model(model, get_backend("tensorrt"), CompileOptions(), tmp_path / "q.engine")
+    assert "INT8" in json.loads((tmp_path / "q.engine.json").read_text())["layer_precisions"]
