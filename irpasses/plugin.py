@@ -68,7 +68,7 @@ PLUGIN = Plugin(
         "cluster4": "convert-opset{min=21},optimize,cluster{bits=4}",
         "max-compress": 'convert-opset{min=21},optimize,cluster{grid=uniform,bits=8,fidelity="cosine>=0.999",eval_samples=8},entropy-code',
         "sparse-2of4": 'optimize,permute-channels{pattern=2:4},prune{pattern=2:4,method=auto,fidelity="cosine>=0.995"}',
-        "sparse-int8": 'optimize,permute-channels{pattern=2:4},prune{pattern=2:4,method=auto,fidelity="cosine>=0.995"},qdq,dedup-initializers,dead-code',
+        "sparse-int8": 'convert-opset{min=17},optimize,permute-channels{pattern=2:4},prune{pattern=2:4,method=auto,fidelity="cosine>=0.995"},qdq,dedup-initializers,dead-code',
         "lowrank-auto": 'optimize,lowrank{fidelity="cosine>=0.999"}',
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
