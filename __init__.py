@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import onnx
 import onnx_ir as ir
-from onnxpress.frontends.onnx_file import load, save
+from onnxpress.frontends.onnx_file import save
 from onnxpress.frontends.sample_data import as_samples, random_inputs, validated
 from onnxpress.irpasses.core import (
     DataError,
@@ -37,6 +37,20 @@ from onnxpress.irpasses.core.registry import Registry, default_registry
 __version__ = "0.1.0"
 
 Verify = Literal["end", "each", "off"]
+
+
+def load(
+    source: Any, *, target_opset: int | None = None, decode_packed: bool = True, allow_invalid: bool = False,
+    trust_source: bool = False, **options: Any,
+) -> ir.Model:
+    """Load a model into onnx-ir: an ONNX path, bytes or ModelProto exactly as ``frontends.onnx_file.load``
+    (``target_opset``, ``decode_packed``, ``allow_invalid``), or another framework's model through its
+    frontend (a fitted scikit-learn estimator with ``initial_types=`` or ``sample=``, ...). ``trust_source``
+    allows files that run code when loaded (pickles); they are refused without it."""
+    from onnxpress.frontends.loader import load_any
+
+    return load_any(source, target_opset=target_opset, decode_packed=decode_packed, allow_invalid=allow_invalid,
+                    trust_source=trust_source, **options)
 
 
 def _first_samples(samples: Any, model: ir.Model, limit: int) -> list[dict[str, Any]]:

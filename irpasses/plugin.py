@@ -53,6 +53,11 @@ PLUGIN = Plugin(
         "tensorrt": "onnxpress.backends.tensorrt.backend:TensorRTBackend",
         "openvino": "onnxpress.backends.openvino.backend:OpenVinoBackend",
     },
+    # Frameworks other than ONNX, lowered by their maintained converters (frontends.loader picks one).
+    frontends={
+        "sklearn": "onnxpress.frontends.sklearn:FRONTEND",
+        "pytorch": "onnxpress.frontends.pytorch:FRONTEND",
+    },
     pipelines={
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",
         "noop": "topo-sort",

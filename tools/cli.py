@@ -180,6 +180,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Lower another framework's model to ONNX through its converter; the import check is part of the report."""
+    import onnxpress
+    from onnxpress.backends.ort.runner import max_ir_version
+    from onnxpress.frontends.onnx_file import check_output_path
+
+    model = onnxpress.load(args.input, target_opset=args.opset, trust_source=args.trust_source)
+    check_output_path(model, args.output)
+    onnxpress.save(model, args.output, max_ir_version=max_ir_version())
+    props = {k.removeprefix("onnxpress.source."): v for k, v in model.metadata_props.items()}
+    source = f"{props['framework']} {props['framework_version']}" if "framework" in props else "ONNX"
+    via = f" via {props['converter']} {props['converter_version']}" if "converter" in props else ""
+    print(f"{args.input} ({source}{via}) -> {args.output} ({_size(args.output)}) in {props.get('onnxpress.import.seconds', '?')} s")
+    print(props.get("onnxpress.import.check", "import check: not run (ONNX input)"))
+    return 0
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     """Entropy-code a model's integer weights (lossless); the packed file runs wherever onnxpress loads it."""
     import onnxpress
@@ -405,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("input")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=cmd_inspect)
+
+    imp = sub.add_parser("import", help="convert a scikit-learn/LightGBM/... model to ONNX, checked against its framework")
+    imp.add_argument("input", help="a model file: .skops; .pkl/.joblib need --trust-source; .onnx passes through")
+    imp.add_argument("-o", "--output", required=True)
+    imp.add_argument("--opset", type=int, default=None, help="target ONNX opset (default: the converter's)")
+    imp.add_argument("--trust-source", action="store_true", help="allow formats that run code when loaded (pickle, joblib)")
+    imp.set_defaults(func=cmd_import)
 
     pack = sub.add_parser("pack", help="entropy-code integer weights into onnxpress.DecodeWeights blobs (lossless)")
     pack.add_argument("input")
