@@ -563,6 +563,7 @@ class Cluster(Pass):
         graph.insert_before(node, nodes)
         node.outputs[0].replace_all_uses_with(nodes[-1].outputs[0], replace_graph_outputs=True)
         name = node.outputs[0].name
+        nodes[-1].outputs[0].type, nodes[-1].outputs[0].shape = node.outputs[0].type, node.outputs[0].shape
         node.outputs[0].name = None
         nodes[-1].outputs[0].name = name
         graph.remove(node, safe=True)

@@ -380,6 +380,9 @@ class DynamicQuant(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         self._cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] = {}
         self._target = ctx.target
+        from onnxpress.irpasses.quant.gemm_split import split_gemms
+
+        split_gemms(model, self.min_elements, self.exclude)  # Linear layers exported or fused as Gemm
         self._scaling = self._plan_scaling(model, ctx) if self.smooth or self.outliers else {}
         levels = None
         if self.fidelity or self.metric is not None:

@@ -216,6 +216,9 @@ class WeightOnly(Pass):
         form = self.format if self.format != "auto" else ("nbits" if ctx.target == "ort" else "qdq")
         self._check_format(model, ctx, form)
         method = self.method if self.method != "auto" else ("gptq" if ctx.samples is not None else "rtn")
+        from onnxpress.irpasses.quant.gemm_split import split_gemms
+
+        split_gemms(model, self.min_elements)  # Linear layers exported or fused as Gemm
         matmuls, gathers = self._layers(model)
         searching = (bool(self.fidelity) or self.metric is not None) and bool(matmuls or gathers)
         widths = sorted({self.bits, 8}) if searching else [self.bits]
