@@ -12,7 +12,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import onnx
@@ -23,6 +23,7 @@ from onnx_ir import external_data
 
 from onnxpress.irpasses.cleanup.topo_sort import sort_or_explain
 from onnxpress.irpasses.core.errors import ExternalDataError, InvalidModelError, UnsafeOutputError
+from onnxpress.irpasses.core.opsets import domain_version, schema
 from onnxpress.irpasses.core.progress import progress
 
 
@@ -140,9 +141,9 @@ def load(
 
     A model that would fail in every runtime is refused with InvalidModelError naming the node or value:
     dangling references, names that are not UTF-8, cycles, duplicate value names, tensors whose data does
-    not fit their declared type and shape. ``allow_invalid`` lets dangling references and tensor
-    contradictions through with a warning, for cleanup to repair (e.g. by removing the dead nodes that hold
-    them); what onnx-ir cannot represent or write (unparsable bytes, non-UTF-8 names, cycles, duplicate
+    not fit their declared type and shape, nodes contradicting their op's schema. ``allow_invalid`` lets
+    dangling references and tensor contradictions through with a warning, for cleanup to repair (e.g. by
+    removing the dead nodes that hold them); what onnx-ir cannot represent or write (unparsable bytes, non-UTF-8 names, cycles, duplicate
     names) is refused regardless."""
     if isinstance(source, ir.Model):
         return source
@@ -283,13 +284,43 @@ def _check_names(model: ir.Model, what: str) -> None:
 
 
 def _check_attribute_types(model: ir.Model, what: str) -> None:
-    """Refuse an attribute without a type (a damaged file): nothing can read or write its value."""
+    """Refuse an attribute without a type (a damaged file), an attribute whose type is not the one its op's
+    schema declares, a Constant without exactly one value attribute, and more outputs than the op has: every
+    runtime refuses such a node, and passes that read it (Constant folding, lifting) would fail on it."""
     graphs: list[ir.Graph | ir.Function] = [model.graph, *model.functions.values()]
     for graph in graphs:
+        opsets = graph.opset_imports if isinstance(graph, ir.Function) else model.opset_imports
         for node in ir.traversal.RecursiveGraphIterator(graph):
             for name, attr in node.attributes.items():
                 if attr.type == ir.AttributeType.UNDEFINED:
                     raise InvalidModelError(f"{what} is malformed: attribute '{name}' of {node_label(node)} has no type")
+            problem = _schema_contradiction(node, opsets)
+            if problem:
+                raise InvalidModelError(f"{what} is malformed: {problem}",
+                                        hint="the file is damaged, or its exporter wrote a node its op does not allow")
+
+
+def _schema_contradiction(node: ir.Node, opsets: Mapping[str, int]) -> str | None:
+    """What in ``node`` contradicts its op's ONNX schema at the imported opset (None for unknown ops: those
+    are the checker's to warn about)."""
+    version = domain_version(opsets, node.domain)
+    found = None if version is None else schema(node.op_type, node.domain, version)
+    if found is None:
+        return None
+    label = f"{node_label(node)} ({node.op_type}-{found.since_version})"
+    if len(node.outputs) > found.max_output:
+        return f"{label} has {len(node.outputs)} outputs, but the op has at most {found.max_output}"
+    for name, attr in node.attributes.items():
+        declared = found.attributes.get(name)
+        if declared is None or attr.is_ref():
+            continue
+        expected = ir.AttributeType(int(declared.type))
+        if attr.type != expected:
+            return f"attribute '{name}' of {label} is {attr.type.name}, but the op's schema declares {expected.name}"
+    if node.op_type == "Constant" and len(node.attributes) != 1:
+        given = ", ".join(repr(a) for a in node.attributes) or "none"
+        return f"{label} must have exactly one value attribute, but has {len(node.attributes)} ({given})"
+    return None
 
 
 _CHECKED_TENSOR_BYTES = 16 << 20

@@ -9,27 +9,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.opsets import nodes_problem
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
 from onnxscript.optimizer import _constant_folding, fold_constants_ir
 
 
 @contextlib.contextmanager
-def _forgiving_evaluators() -> Iterator[None]:
+def _forgiving_evaluators(opsets: Mapping[str, int]) -> Iterator[None]:
     """onnxscript 0.7 aborts the whole fold when one op's partial evaluator raises (its SplitToSequence
-    evaluator does on the ONNX conformance case test_split_to_sequence_1). Wrap each evaluator so a failure
-    leaves that node unfolded instead."""
+    evaluator does on the ONNX conformance case test_split_to_sequence_1), and its evaluators write the newest
+    form of the ops they emit (Split with a ``split`` input, Unsqueeze with an ``axes`` input, Constant with
+    ``value_int``) at any opset. Wrap each evaluator so a failure, or nodes the model's opset does not have,
+    leave that node unfolded instead."""
     registry = _constant_folding.registry
     original = registry.lookup_evaluators
 
     def lookup(domain: str, op_type: str, version: int) -> list[Any]:
-        return [_forgiving(e) for e in original(domain, op_type, version)]
+        return [_forgiving(e, opsets) for e in original(domain, op_type, version)]
 
     registry.lookup_evaluators = lookup  # type: ignore[method-assign]
     try:
@@ -38,14 +41,27 @@ def _forgiving_evaluators() -> Iterator[None]:
         registry.lookup_evaluators = original  # type: ignore[method-assign]
 
 
-def _forgiving(evaluator: Any) -> Any:
+def _forgiving(evaluator: Any, opsets: Mapping[str, int]) -> Any:
     def call(node: ir.Node, op: Any, state: Any) -> Any:
         try:
-            return evaluator(node, op, state)
+            output = evaluator(node, op, state)
         except Exception:  # noqa: BLE001 - the node simply stays unfolded
             return None
+        if output is None:
+            return None
+        new_nodes = output.new_nodes if isinstance(output, _constant_folding.Replacement) else op.nodes
+        if nodes_problem(list(new_nodes), opsets) is not None:
+            return None  # the node stays as it is, which its opset has
+        return output
 
     return call
+
+
+def _typed_values(model: ir.Model) -> list[tuple[ir.Value, ir.TypeProtocol]]:
+    """Every node output with a type, to restore a type that the folder's shape inference erases: for an op
+    whose inference says nothing (ai.onnx.preview.training.Gradient) it sets the output's type to None, and a
+    graph output without a type fails onnx.checker."""
+    return [(v, v.type) for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.outputs if v.type is not None]
 
 
 @dataclasses.dataclass
@@ -64,8 +80,9 @@ class FoldConstants(Pass):
         quiet = logging.getLogger("onnxscript.optimizer._constant_folding")
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # it logs every op it declines to fold
+        typed = _typed_values(model)
         try:
-            with _forgiving_evaluators():
+            with _forgiving_evaluators(dict(model.opset_imports)):
                 result = fold_constants_ir(
                     model,
                     onnx_shape_inference=self.shape_inference,
@@ -74,6 +91,9 @@ class FoldConstants(Pass):
                 )
         finally:
             quiet.setLevel(level)
+        for value, type_ in typed:
+            if value.type is None:
+                value.type = type_
         modified = bool(getattr(result, "modified", False))
         if modified:
             # The folder leaves Constant nodes and dead producers behind: lift and sweep them here.

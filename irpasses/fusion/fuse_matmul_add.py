@@ -6,7 +6,7 @@ import dataclasses
 
 import onnx_ir as ir
 from onnxpress.irpasses.core.context import PassContext
-from onnxpress.irpasses.fusion.rewrite import RuleSetPass, rules_of
+from onnxpress.irpasses.fusion.rewrite import RuleSetPass, opset, rules_of
 from onnxscript.rewriter import RewriteRule
 from onnxscript.rewriter.rules.common import _matmul_add_to_gemm
 
@@ -18,4 +18,6 @@ class FuseMatMulAdd(RuleSetPass):
     name = "fuse-matmul-add"
 
     def rules(self, model: ir.Model, ctx: PassContext) -> list[RewriteRule]:
+        if opset(model) < 7:
+            return []  # Gemm before opset 7 broadcasts C only with broadcast=1, which onnxscript's rule does not write
         return rules_of(_matmul_add_to_gemm.rules)

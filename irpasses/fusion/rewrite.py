@@ -7,20 +7,25 @@ check's reason, e.g. "HardSigmoidFusion at Div node 'x': Swish requires divisor 
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import onnx_ir as ir
 from onnxpress.irpasses.core.context import PassContext
+from onnxpress.irpasses.core.opsets import domain_version, nodes_problem
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
 from onnxscript.rewriter import (
     RULE_NAME_TAG,
     MatchingTracer,
+    MatchResult,
     MatchStatus,
     RewriteRule,
     RewriteRuleSet,
 )
+from onnxscript.rewriter._rewrite_rule import ReplacementPatternFunction
 
 
 def rule_name(rule: RewriteRule) -> str:
@@ -76,7 +81,61 @@ def applicable(rules: list[RewriteRule], model: ir.Model) -> list[RewriteRule]:
 
 
 def opset(model: ir.Model, domain: str = "") -> int:
-    return int(model.opset_imports.get(domain, 0))
+    """The version ``model`` imports for ``domain`` (0 when none)."""
+    return domain_version(model.opset_imports, domain) or 0
+
+
+class _OpsetGuard(ReplacementPatternFunction):
+    """A rule's replacement that declines (a failed match naming why) when it would insert a node the model's
+    opset does not have: onnxscript's rules write the newest form of each op (Gemm without C, Reshape with a
+    shape input, Unsqueeze with an axes input) whatever the model's opset."""
+
+    def __init__(self, inner: ReplacementPatternFunction, opsets: Mapping[str, int]) -> None:
+        super().__init__(inner._function)  # a subclass, so that RewriteRule.commute() keeps it as it is
+        self.inner = inner
+        self.opsets = opsets
+
+    def get_replacement(self, match: Any) -> Any:
+        replacement = self.inner.get_replacement(match)
+        if replacement is None:
+            return None
+        problem = nodes_problem(list(replacement.new_nodes), self.opsets)
+        if problem is not None:
+            match.fail(f"the replacement is not valid at the model's opset: {problem}")
+            return None
+        return replacement
+
+
+def _declining(check: Callable[..., Any]) -> Callable[..., Any]:
+    """onnxscript's checks read declared shapes without checking them (Flatten2Reshape indexes a declared output
+    shape by the rank Flatten always has): an error there means the rule does not apply to this input."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except (IndexError, ValueError, TypeError, KeyError, AttributeError) as err:
+            return MatchResult().fail(f"the rule's check failed on this input: {type(err).__name__}: {err}")
+
+    return call
+
+
+def guarded(rules: list[RewriteRule], model: ir.Model) -> list[RewriteRule]:
+    """Copies of ``rules`` that only insert nodes valid at ``model``'s opsets and, for onnxscript's own rules,
+    treat an error in their check as no match. Reads onnxscript 0.7 internals (pinned), like ``required_ops``."""
+    opsets = dict(model.opset_imports)
+    out = []
+    for rule in rules:
+        replacement = getattr(rule, "_replacement_pattern", None)
+        if not isinstance(replacement, ReplacementPatternFunction):
+            out.append(rule)
+            continue
+        rule = copy.copy(rule)
+        rule._replacement_pattern = _OpsetGuard(replacement, opsets)
+        condition = getattr(rule, "_condition_function", None)
+        if condition is not None and str(getattr(condition, "__module__", "")).startswith("onnxscript."):
+            rule._condition_function = _declining(condition)
+        out.append(rule)
+    return out
 
 
 class RuleSetPass(Pass):
@@ -90,7 +149,7 @@ class RuleSetPass(Pass):
         raise NotImplementedError
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        rules = applicable(self.rules(model, ctx), model)
+        rules = guarded(applicable(self.rules(model, ctx), model), model)
         if not rules:
             return self.result(model, False)
         explain = ctx.extra.get("explain")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx_ir as ir
 import onnxpress
 import pytest
 from onnxpress.frontends.sample_data import NpzSamples, random_inputs, validated
@@ -23,7 +25,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str], *names: str) -> str:
     return errors[0]
 
 
-def test_short_fuzz_run_finds_no_leak_hang_or_crash(tmp_path: Path) -> None:
+def test_short_fuzz_run_finds_no_internal_error_leak_hang_or_crash(tmp_path: Path) -> None:
     report = fuzz.fuzz_models(count=300, seed=0, timeout=60, out=tmp_path)
     assert report.cases == 300
     assert report.bad == 0, [(f["file"], f["mutation"], f.get("stages")) for f in report.findings if f["verdict"] in fuzz.FAILURES]
@@ -124,3 +126,65 @@ def test_attribute_without_type_is_refused(capsys: pytest.CaptureFixture[str]) -
         onnxpress.load(path)
     assert main(["compare", path, path]) == 2  # was: SerdeError, "internal error"
     _one_error_line(capsys, "kernel_shape")
+
+
+# ----- internal errors of the 10k-case run (issue 20): passes writing ops the model's opset lacks ------------
+@pytest.mark.parametrize(("name", "op", "inputs"), [
+    ("gemm_zero_bias_opset6.onnx", "Gemm", 3),  # simplify dropped the zero C: optional only from Gemm-11
+    ("flatten_opset1.onnx", "Flatten", 1),  # simplify wrote Reshape(x, shape): Reshape-1 takes no shape input
+    ("split_to_sequence_opset12.onnx", "SplitToSequence", 2),  # fold-constants wrote Split-13's split input
+    ("concat_from_sequence_opset12.onnx", "ConcatFromSequence", 1),  # ... Unsqueeze-13's axes, Constant-12's value_int
+])
+def test_passes_write_only_ops_the_models_opset_has(name: str, op: str, inputs: int) -> None:
+    model, report = onnxpress.optimize(onnxpress.load(REPRO / name), "optimize", verify="off")
+    assert report.checker == "passed"  # was: VerificationError "... has input size 2 not in range [min=1, max=1]"
+    node = next(n for n in model.graph if n.op_type == op)  # the node stays in the form its opset has
+    assert len(node.inputs) == inputs
+
+
+def test_rewrite_declined_at_an_old_opset_still_applies_at_a_new_one() -> None:
+    proto = onnx.load(REPRO / "gemm_zero_bias_opset6.onnx")
+    proto.opset_import[0].version = 13
+    del proto.graph.node[1].attribute[-1]  # Gemm-13 has no 'broadcast'
+    model, report = onnxpress.optimize(onnxpress.load(proto), "optimize", verify="off")
+    assert report.checker == "passed"
+    assert [len(n.inputs) for n in model.graph if n.op_type == "Gemm"] == [2]
+
+
+def test_form_problem_judges_standard_ops_only() -> None:
+    from onnxpress.irpasses.core.opsets import form_problem
+
+    x = ir.Value(name="x")
+    unsqueeze = ir.node("Unsqueeze", [x, ir.Value(name="axes")])
+    assert form_problem(unsqueeze, {"": 11}) == "Unsqueeze-11 (opset 11) takes 1 to 1 inputs, not 2"
+    assert form_problem(unsqueeze, {"": 13}) is None
+    assert form_problem(ir.node("Gelu", [x]), {"": 17}) == "Gelu does not exist at opset 17"
+    assert form_problem(ir.node("Reshape", [x, x], attributes={"allowzero": 1}), {"": 13}) == \
+        "Reshape-13 (opset 13) has no attribute 'allowzero'"
+    assert form_problem(ir.node("FastGelu", [x], domain="com.microsoft"), {"": 13}) is None
+
+
+def test_fold_constants_keeps_types_shape_inference_cannot_fill() -> None:
+    model, report = onnxpress.optimize(onnxpress.load(REPRO / "gradient_of_add.onnx"), "optimize", verify="off")
+    assert report.checker == "passed"  # was: "Field 'type' of 'value_info' is required but missing"
+    assert all(v.type is not None for v in model.graph.outputs)
+
+
+def test_rule_check_failing_on_a_contradicting_declared_shape_is_no_match() -> None:
+    model, _ = onnxpress.optimize(onnxpress.load(REPRO / "flatten_output_rank3.onnx"), "optimize", verify="off")
+    assert [n.op_type for n in model.graph] == ["Flatten"]  # was: PassFailed, IndexError in Flatten2Reshape's check
+
+
+# ----- nodes contradicting their op's schema: refused by the loader ---------------------------------------
+@pytest.mark.parametrize(("name", "says"), [
+    ("constant_value_ints.onnx", "attribute 'value' of Constant node '<unnamed>' (Constant-1) is INTS, but the op's schema declares"),
+    ("constant_two_attributes.onnx", "Constant node '<unnamed>' (Constant-1) must have exactly one value attribute, but has 2"),
+    ("concat_two_outputs.onnx", "Concat node '<unnamed>' (Concat-4) has 2 outputs, but the op has at most 1"),
+])
+def test_node_contradicting_its_schema_is_refused(name: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(InvalidModelError) as caught:  # was: PassFailed in lift-constants, simplify, fold-constants
+        onnxpress.load(REPRO / name)
+    assert says in caught.value.message
+    path = str(REPRO / name)
+    assert main(["compare", path, path]) == 2
+    assert says in _one_error_line(capsys)
