@@ -15,7 +15,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxpress.backends.base import Artifact, Availability, Backend, Capability, CompileOptions, NodeSupport
-from onnxpress.backends.ort.runner import max_ir_version, model_source, uses_kernels
+from onnxpress.backends.ort.runner import log_level, max_ir_version, model_source, uses_kernels
 from onnxpress.irpasses.cleanup.set_ir_version import SetIrVersion
 from onnxpress.irpasses.core.errors import BackendUnavailableError
 from onnxpress.irpasses.core.pass_base import Pass
@@ -118,7 +118,7 @@ class OrtBackend(Backend):
         session_options.graph_optimization_level = _LEVELS[options.optimization]
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1
-        session_options.log_severity_level = 3
+        session_options.log_severity_level = log_level()
         metadata: dict[str, object] = {"threads": options.threads, "optimization": options.optimization, "providers": self.providers}
         if options.extra.get("optimized_model"):
             session_options.optimized_model_filepath = str(options.extra["optimized_model"])

@@ -120,6 +120,16 @@ def uses_kernels(model: object) -> bool:
     return False
 
 
+def log_level() -> int:
+    """onnxruntime's C++ logger writes its errors straight to file descriptor 2, then raises the same message as
+    a Python exception, which onnxpress turns into its one-line error: only fatal ones are logged (4), unless
+    ONNXPRESS_ORT_LOG_LEVEL (0 verbose .. 4 fatal) asks for more while debugging."""
+    try:
+        return min(max(int(os.environ.get("ONNXPRESS_ORT_LOG_LEVEL", "4")), 0), 4)
+    except ValueError:
+        return 4
+
+
 def make_session(
     model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike[str],
     *,
@@ -137,7 +147,7 @@ def make_session(
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
     options.intra_op_num_threads = threads
-    options.log_severity_level = 3
+    options.log_severity_level = log_level()
     if low_memory:  # no arena: memory goes back after each run (calibration, search trials). The planned
         # pattern stays (one block per run): without it PP-OCRv4 det calibration took 4.9 s instead of 4.4 s
         # for 17 MiB less peak; the arena kept det's auto search at 673 MiB instead of 411, no faster

@@ -188,3 +188,22 @@ def test_node_contradicting_its_schema_is_refused(name: str, says: str, capsys: 
     path = str(REPRO / name)
     assert main(["compare", path, path]) == 2
     assert says in _one_error_line(capsys)
+
+
+def test_a_model_failing_at_run_time_prints_nothing_but_our_line(tmp_path: Path, capfd) -> None:
+    """onnxruntime's C++ logger wrote '[E:onnxruntime:...]' to fd 2 before our error when compare ran a model
+    that fails at run time (a Reshape of 5 values to 3x3)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"], name="reshape")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 3])],
+                              [numpy_helper.from_array(np.array([3, 3], np.int64), "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    path = str(tmp_path / "reshape.onnx")
+    onnx.save(model, path)
+    capfd.readouterr()
+    assert main(["compare", path, path]) == 2
+    err = capfd.readouterr().err
+    assert "[E:onnxruntime" not in err and err.count("error:") == 1, err
