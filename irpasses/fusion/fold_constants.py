@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 from onnxpress.irpasses.core.context import PassContext
@@ -50,11 +51,32 @@ def _forgiving(evaluator: Any, opsets: Mapping[str, int]) -> Any:
         if output is None:
             return None
         new_nodes = output.new_nodes if isinstance(output, _constant_folding.Replacement) else op.nodes
+        for new in new_nodes:
+            _constant_as_tensor(new, opsets)
         if nodes_problem(list(new_nodes), opsets) is not None:
             return None  # the node stays as it is, which its opset has
         return output
 
     return call
+
+
+_LIST_ATTRIBUTES = {"value_int": np.int64, "value_ints": np.int64, "value_float": np.float32, "value_floats": np.float32}
+
+
+def _constant_as_tensor(node: ir.Node, opsets: Mapping[str, int]) -> None:
+    """A Constant the folder wrote with value_int(s) / value_float(s) (opset 12 forms) rewritten with a ``value``
+    tensor, which every opset has: PP-OCR cls (opset 11) keeps its folded Reshape shape instead of declining it."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or opsets.get("", opsets.get("ai.onnx", 0)) >= 12:
+        return
+    for name, dtype in _LIST_ATTRIBUTES.items():
+        attribute = node.attributes.get(name)
+        if attribute is None:
+            continue
+        values = attribute.as_ints() if dtype is np.int64 and name.endswith("s") else (
+            attribute.as_floats() if name.endswith("s") else (attribute.as_int() if dtype is np.int64 else attribute.as_float()))
+        node.attributes.pop(name)
+        node.attributes["value"] = ir.AttrTensor("value", ir.tensor(np.asarray(values, dtype=dtype)))
+        return
 
 
 def _typed_values(model: ir.Model) -> list[tuple[ir.Value, ir.TypeProtocol]]:
