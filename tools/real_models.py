@@ -10,6 +10,8 @@ Nothing is downloaded from a model hub.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
 import os
 import re
@@ -185,36 +187,64 @@ def silero_vad_model() -> Path:
     return _package_dir("silero_vad") / "data" / "silero_vad.onnx"
 
 
-def spoken(texts: list[str], rate: int = 16000) -> np.ndarray:
-    """``texts`` spoken by espeak-ng (the library in the espeakng-loader wheel), one after the other with
-    0.2-0.8 s of silence between them, at ``rate`` Hz: real speech (synthetic voice) from real sentences."""
-    import ctypes
+_CALLBACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_SPEECH: list[np.ndarray] = []
 
-    from scipy.signal import resample_poly
 
+@_CALLBACK_TYPE
+def _collect(wav, count, events):  # noqa: ANN001 - a ctypes callback; lives as long as the module (espeak keeps it)
+    if count > 0:
+        _SPEECH.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+    return 0
+
+
+@functools.lru_cache(maxsize=1)
+def _espeak_library() -> ctypes.CDLL:
+    """espeak-ng with every function's C signature declared: without argtypes, ctypes passed espeak_Synth's
+    size_t as a 32-bit int, leaving the upper half of the register to chance (a segfault in a clean-clone run)."""
     try:
         import espeakng_loader
     except ImportError as err:
         raise BackendUnavailableError("espeakng-loader is not installed", hint="pip install 'onnxpress[test]'") from err
     library = ctypes.CDLL(espeakng_loader.get_library_path())
-    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-    native = library.espeak_Initialize(0x02, 0, espeakng_loader.get_data_path().encode(), 0)  # synchronous
-    chunks: list[np.ndarray] = []
+    library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    library.espeak_Initialize.restype = ctypes.c_int
+    library.espeak_SetSynthCallback.argtypes = [_CALLBACK_TYPE]
+    library.espeak_SetSynthCallback.restype = None
+    library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    library.espeak_SetVoiceByName.restype = ctypes.c_int
+    library.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+                                     ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p]
+    library.espeak_Synth.restype = ctypes.c_int
+    library.espeak_Synchronize.argtypes = []
+    library.espeak_Synchronize.restype = ctypes.c_int
+    return library
 
-    @callback_type
-    def collect(wav, count, events):  # a ctypes callback: untyped arguments
-        if count > 0:
-            chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
-        return 0
 
-    library.espeak_SetSynthCallback(collect)
+def _espeak() -> tuple[ctypes.CDLL, int, list[np.ndarray]]:
+    """The library, initialized afresh (synchronous mode; the same text then gives the same samples on every
+    call, as calibration data must), its native rate, and the list the callback fills."""
+    import espeakng_loader
+
+    library = _espeak_library()
+    native = library.espeak_Initialize(0x02, 0, espeakng_loader.get_data_path().encode(), 0)
+    library.espeak_SetSynthCallback(_collect)
+    return library, native, _SPEECH
+
+
+def spoken(texts: list[str], rate: int = 16000) -> np.ndarray:
+    """``texts`` spoken by espeak-ng (the library in the espeakng-loader wheel), one after the other with
+    0.2-0.8 s of silence between them, at ``rate`` Hz: real speech (synthetic voice) from real sentences."""
+    from scipy.signal import resample_poly
+
+    library, native, chunks = _espeak()
     library.espeak_SetVoiceByName(b"en")
     rng = np.random.default_rng(len(texts))
     pieces = []
     for text in texts:
         chunks.clear()
         data = text.encode()
-        library.espeak_Synth(data, len(data) + 1, 0, 0, 0, 0, None, None)
+        library.espeak_Synth(ctypes.c_char_p(data), len(data) + 1, 0, 0, 0, 0, None, None)
         library.espeak_Synchronize()
         voice = np.concatenate(chunks).astype(np.float32) / 32768.0
         pieces += [resample_poly(voice, rate, native).astype(np.float32), np.zeros(int(rng.uniform(0.2, 0.8) * rate), np.float32)]
