@@ -134,6 +134,7 @@ def optimize(
     out, report = manager.run(ir_model)
     report.explain = ctx.extra.get("explain")
     report.quantization = ctx.extra.get("quantization")
+    report.details = {k: ctx.extra[k] for k in ("pruning", "permutation", "lowrank") if k in ctx.extra} or None
     previous = out.metadata_props.get("onnxpress.pipeline")
     out.metadata_props["onnxpress.pipeline"] = f"{previous},{report.pipeline}" if previous else report.pipeline
     out.metadata_props["onnxpress.version"] = __version__

@@ -100,6 +100,10 @@ class PipelineReport:
     quantization: dict[str, Any] | None = None
     """From quantization passes: layers kept out of full quantization and why, the per-layer sensitivity
     table, and the fidelity target reached."""
+    details: dict[str, Any] | None = None
+    """Per-layer results of other lossy passes, by kind: ``pruning`` (method, sparsity, kept importance, output
+    error per layer; layers skipped or kept dense and why), ``permutation`` (importance kept under N:M with and
+    without each region's permutation; regions refused and why), ``lowrank`` (rank and error per layer)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -94,3 +94,21 @@ def test_then_prune_keeps_the_2of4_pattern_through_int8() -> None:
 def test_unstructured_pattern_is_refused() -> None:
     with pytest.raises(onnxpress.PassOptionError, match="unstructured"):
         onnxpress.optimize(onnxpress.load(_ffn()), "permute-channels{pattern=unstructured}", verify="off")
+
+
+def test_report_json_carries_the_per_layer_details(tmp_path) -> None:
+    """opt --report: kept importance with and without permutation per region, and pruning's per-layer table."""
+    import json
+
+    from onnxpress.tools.cli import main
+
+    path, out, report = tmp_path / "ffn.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
+    onnx.save(_ffn(), path)
+    np.savez(tmp_path / "calib.npz", x=np.stack([s["x"] for s in _samples(8)]))
+    pipeline = "permute-channels{importance=magnitude,seconds=0.1},prune{pattern=2:4,method=magnitude,min_elements=1024}"
+    args = ["opt", str(path), "-o", str(out), "-p", pipeline, "--calib", str(tmp_path / "calib.npz"), "--report", str(report)]
+    assert main([*args, "-q", "--no-verify"]) == 0
+    details = json.loads(report.read_text())["report"]["details"]
+    region = details["permutation"]["regions"][0]
+    assert region["readers"] == ["down"] and region["kept_after"] >= region["kept_before"]
+    assert details["pruning"]
