@@ -87,6 +87,7 @@ def optimize(
     explain: bool = False,
     min_cosine: float | None = None,
     sensitivity_table: bool = False,
+    in_place: bool = False,
 ) -> tuple[Any, PipelineReport]:
     """Run a pipeline (text, recipe path, or pass list) and check the result against the input.
 
@@ -96,12 +97,16 @@ def optimize(
     pipelines with a lossy pass is 0.99). ``explain`` records, per rewrite rule, the sites that matched and the near-misses. ``sensitivity_table``: fidelity searches score every layer for the report even when all
     layers quantized meet the target (by default they stop there). Returns the model in the form given
     (ModelProto in, ModelProto out) and the report. The given model is never modified: an ir.Model is
-    optimized as a structural copy that shares its tensors (passes replace tensors, never write into them).
+    optimized as a structural copy that shares its tensors (passes replace tensors, never write into them),
+    unless ``in_place`` says the caller hands it over (the CLI, which loaded it for this run alone).
     """
     if verify not in ("end", "each", "off"):
         raise PassOptionError(f"verify={verify!r} is not one of 'end', 'each', 'off'")
     as_proto = isinstance(model, onnx.ModelProto)
-    ir_model = _private_copy(model) if isinstance(model, ir.Model) else load(model)
+    if isinstance(model, ir.Model):
+        ir_model = model if in_place else _private_copy(model)
+    else:
+        ir_model = load(model)
     registry = registry or default_registry()
     passes = list(pipeline) if isinstance(pipeline, Sequence) and not isinstance(pipeline, str) else build_passes(pipeline, registry)
     sample_source = as_samples(samples)

@@ -73,6 +73,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
             explain=args.explain,
             min_cosine=args.min_cosine,
             sensitivity_table=getattr(args, "sensitivity_table", False),
+            in_place=True,  # loaded above for this run only: no copy of a 1 GB graph
         )
     except onnxpress.OnnxpressError as err:
         if args.bisect and type(err).__name__ in ("NumericMismatchError", "VerificationError"):
@@ -206,7 +207,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     model = onnxpress.load(args.input)
     check_output_path(model, args.output)
-    out, report = onnxpress.optimize(model, [EntropyCode(min_saving=args.min_saving)], verify="off" if args.no_verify else "end")
+    out, report = onnxpress.optimize(model, [EntropyCode(min_saving=args.min_saving)], verify="off" if args.no_verify else "end",
+                                     in_place=True)
     onnxpress.save(out, args.output, max_ir_version=max_ir_version())
     stats = report.records[-1].stats
     print(f"{args.input} ({_size(args.input)}) -> {args.output} ({_size(args.output)}): {stats.get('tensors', 0)} tensors packed, "

@@ -148,6 +148,7 @@ class Cluster(Pass):
         if self.grid == "uniform":
             self._multipliers: dict[str, float] = {}
             self._rounded = False
+            self._reference: list | None = None  # float outputs on the judged samples, once per run
             step = self._step_search(model, ctx, matmuls, tables, judged) if searching and not self.step else self.step
             if searching and grams:
                 grams = self._gptq_or_plain(model, ctx, matmuls, tables, grams, step, judged)
@@ -275,7 +276,7 @@ class Cluster(Pass):
 
         metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
         optimization = sensitivity.evaluation_level(ctx.target)
-        reference = sensitivity.run_samples(model, samples, optimization)
+        reference = self._reference = sensitivity.run_samples(model, samples, optimization)
         uint4 = model.opset_imports.get("", 0) >= 21
         scores: dict[float, float] = {}
 
@@ -328,7 +329,7 @@ class Cluster(Pass):
 
         metric, _, _ = sensitivity.resolve_metric(self.fidelity, self.metric)
         optimization = sensitivity.evaluation_level(ctx.target)
-        reference = sensitivity.run_samples(model, samples, optimization)
+        reference = self._reference or sensitivity.run_samples(model, samples, optimization)  # the step search ran it
         uint4 = model.opset_imports.get("", 0) >= 21
         scores, rounded = [], []
         for statistics in (grams, {}):

@@ -56,11 +56,11 @@ class EntropyCode(Pass):
         before = after = packed = 0
         with ctx.progress("entropy coding", len(candidates)) as bar:
             for graph, value in candidates:
-                stored, blob = self._blob(value)
+                stored, blob, low, high = self._blob(value)
                 bar.advance()
                 if len(blob) > (1 - self.min_saving) * stored:
                     continue
-                self._replace(graph, value, blob)
+                self._replace(graph, value, blob, low, high)
                 before += stored
                 after += len(blob)
                 packed += 1
@@ -80,25 +80,23 @@ class EntropyCode(Pass):
             return all(node.op_type == "Cast" for node in uses)
         return tensor.dtype in _EIGHT_BIT
 
-    def _blob(self, value: ir.Value) -> tuple[int, bytes]:
+    def _blob(self, value: ir.Value) -> tuple[int, bytes, int, int]:
+        """(stored bytes, blob, smallest value, largest value) of an integer tensor."""
         from onnxpress.kernels.formats import encode
 
         tensor = value.const_value
         assert tensor is not None
         data = tensor.numpy().astype(np.int16)
-        low = int(data.min())
-        symbols = (data - low).astype(np.uint8)
+        low, high = int(data.min()), int(data.max())
         stored = (tensor.size + 1) // 2 if tensor.dtype in _FOUR_BIT else tensor.size
-        return stored, encode(symbols, int(symbols.max()) + 1, ways=self.ways)
+        return stored, encode((data - low).astype(np.uint8), high - low + 1, ways=self.ways), low, high
 
-    def _replace(self, graph: ir.Graph, value: ir.Value, blob: bytes) -> None:
+    def _replace(self, graph: ir.Graph, value: ir.Value, blob: bytes, low: int, high: int) -> None:
         from onnxpress.kernels import DOMAIN
         from onnxpress.kernels.packed import OP, STORED_AS
 
         tensor = value.const_value
         assert tensor is not None and value.name is not None
-        data = tensor.numpy().astype(np.int16)
-        low, high = int(data.min()), int(data.max())
         out_type, narrow = _FOUR_BIT.get(tensor.dtype, (_EIGHT_BIT.get(tensor.dtype), None))
         name = value.name
         blob_value = add_constant(graph, f"{name}_opxw", np.frombuffer(blob, dtype=np.uint8))
