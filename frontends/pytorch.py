@@ -30,6 +30,7 @@ from onnxpress.frontends.base import (
     require,
     version_of,
 )
+from onnxpress.frontends.input_spec import InputSpec, input_specs
 from onnxpress.irpasses.core.errors import DataError, InvalidModelError
 
 EXTRA = "torch"
@@ -125,6 +126,51 @@ def _check(model: ir.Model, module: Any, example: tuple[Any, ...], torch: Any) -
     return ImportCheck("torch eager", int(np.shape(tensors[0])[0]) if tensors and np.ndim(tensors[0]) else 1, False, outputs)
 
 
+def _from_specs(specs: list[InputSpec], torch: Any, seed: int, what: str) -> tuple[Any, ...]:
+    """Random example tensors for input specs; a dynamic dimension gets 2 (torch.export specializes 0 and 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = []
+    for spec in specs:
+        if spec.shape is None:
+            raise DataError(f"input spec '{spec.text()}' for {what} needs a shape: a PyTorch model declares none")
+        shape = spec.fixed_shape(default=2)
+        dtype = getattr(torch, (spec.dtype or np.dtype(np.float32)).name, None)
+        if dtype is None:
+            raise DataError(f"input spec '{spec.text()}': torch has no dtype {spec.dtype}")
+        if dtype.is_floating_point:
+            tensors.append(torch.rand(shape, generator=generator, dtype=dtype))
+        elif dtype == torch.bool:
+            tensors.append(torch.rand(shape, generator=generator) < 0.5)
+        else:
+            tensors.append(torch.randint(0, 2, shape, generator=generator, dtype=dtype))
+    return tuple(tensors)
+
+
+def _from_sample(sample: Any, specs: list[InputSpec], torch: Any, what: str) -> tuple[tuple[Any, ...], list[str] | None]:
+    """Example tensors from arrays: one array, or {name: array} in the specs' order (else the dict's)."""
+    if not isinstance(sample, dict):
+        return (torch.from_numpy(np.ascontiguousarray(sample)),), None
+    names = [s.name for s in specs] or list(sample)
+    missing = [n for n in names if n not in sample]
+    if missing:
+        raise DataError(f"sample= for {what} lacks {', '.join(missing)} (it has {', '.join(sample)})")
+    return tuple(torch.from_numpy(np.ascontiguousarray(sample[n])) for n in names), names
+
+
+def _dynamic_shapes(specs: list[InputSpec], torch: Any) -> tuple[dict[int, Any], ...] | None:
+    """torch.export dims for the specs' dynamic dimensions: one Dim per name, so equal names stay equal."""
+    dims: dict[str, Any] = {}
+    shapes = []
+    for spec in specs:
+        axes = {}
+        for axis, d in enumerate(spec.shape or ()):
+            if not isinstance(d, int):
+                key = d if isinstance(d, str) else f"{spec.name}_{axis}"
+                axes[axis] = dims.setdefault(key, torch.export.Dim(key if key.isidentifier() else f"d{len(dims)}"))
+        shapes.append(axes)
+    return tuple(shapes) if any(shapes) else None
+
+
 class PytorchFrontend:
     """``nn.Module`` objects, ``torch.export`` programs (.pt2), TorchScript archives (trusted only)."""
 
@@ -145,11 +191,17 @@ class PytorchFrontend:
         dynamic_shapes: Any = None,
         input_names: Sequence[str] | None = None,
         output_names: Sequence[str] | None = None,
+        inputs: Any = None,
+        sample: Any = None,
         target_opset: int | None = None,
         check: bool = True,
+        seed: int = 0,
     ) -> ir.Model:
         """Export and check. ``example_inputs``: a tensor or tuple of tensors (a .pt2 brings its own);
-        ``dynamic_shapes``: as ``torch.export`` takes them (e.g. ``{"x": {0: torch.export.Dim("batch")}}``)."""
+        ``dynamic_shapes``: as ``torch.export`` takes them (e.g. ``{"x": {0: torch.export.Dim("batch")}}``).
+        ``inputs``: specs (``"x:?x3x224x224:float32"``, CLI ``--input``) standing in for both where they are
+        not given: random example tensors (the check says so), input names, and a dynamic dimension per ``?``
+        or name. ``sample``: arrays (one, or {name: array} in the forward's order) used as ``example_inputs``."""
         torch = require("torch", "PyTorch", EXTRA)
         require("onnxscript", "PyTorch", EXTRA)
         what = f"'{source}'" if isinstance(source, (str, os.PathLike)) else type(source).__name__
@@ -162,14 +214,26 @@ class PytorchFrontend:
             exportable = eager = model_obj.eval()
         else:
             raise InvalidModelError(f"{what} holds a {type(model_obj).__name__}, not a torch.nn.Module or ExportedProgram")
+        specs = input_specs(inputs)
+        generated = False
+        if sample is not None and example_inputs is None:
+            example_inputs, names = _from_sample(sample, specs, torch, what)
+            input_names = input_names or names
+        if specs and example_inputs is None:
+            example_inputs, generated = _from_specs(specs, torch, seed, what), True
+            input_names = input_names or [s.name for s in specs]
+            if dynamic_shapes is None and not isinstance(model_obj, torch.export.ExportedProgram):
+                dynamic_shapes = _dynamic_shapes(specs, torch)
         if example_inputs is None:
-            raise DataError(f"{what}: example_inputs= is needed to export a PyTorch model (a tensor or a tuple of tensors)")
+            raise DataError(f"{what}: example_inputs= is needed to export a PyTorch model (a tensor or a tuple of tensors)",
+                            hint="or input specs: inputs=['x:1x3x224x224:float32'] (CLI: --input x:1x3x224x224:float32)")
         example = _as_tuple(example_inputs)
         try:
             with torch.no_grad():
                 eager(*example)
         except Exception as err:
-            raise DataError(f"example_inputs do not fit {what}: {type(err).__name__}: {str(err).strip()[:300]}",
+            given = "input specs " + ", ".join(s.text() for s in specs) if generated else "example_inputs"
+            raise DataError(f"{given} do not fit {what}: {type(err).__name__}: {str(err).strip()[:300]}",
                             hint="give tensors of the shapes and dtypes the model's forward() takes") from err
         start = time.perf_counter()
         proto, converter = _export(exportable, example, torch, target_opset, dynamic_shapes, input_names, output_names)
@@ -185,7 +249,7 @@ class PytorchFrontend:
                 raise
             except Exception as err:
                 raise DataError(f"{what}: the import check could not run the example inputs: {type(err).__name__}: {err}") from err
-            result.seconds = seconds
+            result.seconds, result.generated = seconds, generated
             model.meta[CHECK_KEY] = result
             result.raise_if_failed(what, converter)
         return model

@@ -30,6 +30,7 @@ from onnxpress.frontends.base import (
     require,
     version_of,
 )
+from onnxpress.frontends.input_spec import InputSpec, input_specs
 from onnxpress.irpasses.core.errors import DataError, InvalidModelError
 
 EXTRA = "sklearn"
@@ -120,6 +121,29 @@ def _input_spec(estimator: Any, initial_types: Any, sample: Any) -> tuple[list[A
     return initial_types, data
 
 
+def _initial_types(specs: list[InputSpec], estimator: Any, what: str) -> list[Any]:
+    """Input specs as the converter's initial types: [rows, features] each."""
+    types = _data_types(estimator)
+    result = []
+    for spec in specs:
+        if spec.shape is None or len(spec.shape) != 2:
+            rank = "no shape" if spec.shape is None else f"rank {len(spec.shape)}"
+            raise DataError(f"input spec '{spec.text()}' has {rank}; {what} takes a 2-D input [rows, features]")
+        dims = [d if isinstance(d, int) else None for d in spec.shape]
+        result.append((spec.name, _tensor_type(spec.dtype or np.dtype(np.float32), types)(dims)))
+    return result
+
+
+def _default_opset() -> int:
+    """skl2onnx's latest tested opset: what a model with ONNX-ML operators alone declares for the default domain."""
+    try:
+        from skl2onnx import get_latest_tested_opset_version
+
+        return int(get_latest_tested_opset_version())
+    except ImportError:
+        return 17
+
+
 def _convert(estimator: Any, initial_types: list[Any], target_opset: int | None, options: dict[str, Any]) -> tuple[Any, str]:
     package = _package(estimator)
     if package in _ONNXMLTOOLS:
@@ -127,7 +151,8 @@ def _convert(estimator: Any, initial_types: list[Any], target_opset: int | None,
         convert = getattr(onnxmltools, _ONNXMLTOOLS[package])
         converter = "onnxmltools"
         kwargs: dict[str, Any] = {"initial_types": initial_types, "target_opset": target_opset, **options}
-        kwargs.setdefault("zipmap", False)  # plain tensors out, not a sequence of maps
+        if package == "lightgbm":  # plain tensors out, not a sequence of maps (convert_xgboost has no zipmap; it gives tensors)
+            kwargs.setdefault("zipmap", False)
         run = lambda: convert(estimator, **kwargs)  # noqa: E731
     else:
         skl2onnx = require("skl2onnx", "scikit-learn", EXTRA)
@@ -198,13 +223,15 @@ class SklearnFrontend:
         sample: Any = None,
         target_opset: int | None = None,
         options: dict[str, Any] | None = None,
+        inputs: Any = None,
         check: bool = True,
         seed: int = 0,
     ) -> ir.Model:
         """Convert and check. ``initial_types``: skl2onnx input types; ``sample``: an array [rows, features]
         the input type is inferred from and the check runs on (float64 is taken as float32, the type the ONNX-ML
         operators compute in). Without either the input is float32 [N, n_features_in_] and the check uses
-        generated rows. ``options``: the converter's own options (zipmap is off by default)."""
+        generated rows. ``options``: the converter's own options (zipmap is off by default). ``inputs``: input specs
+        (``"X:?x4:float32"``, CLI ``--input``) instead of ``initial_types``."""
         require("sklearn", "scikit-learn", EXTRA)
         what = f"'{source}'" if isinstance(source, (str, os.PathLike)) else type(source).__name__
         estimator = _read(Path(source), trust_source) if isinstance(source, (str, os.PathLike)) else source
@@ -219,11 +246,15 @@ class SklearnFrontend:
             raise InvalidModelError(f"{what} is not fitted: {err}", hint="call fit() before converting") from err
         except TypeError:
             pass  # not a scikit-learn estimator class (a LightGBM Booster): its converter judges it
+        if inputs is not None and initial_types is None:
+            initial_types = _initial_types(input_specs(inputs), estimator, what)
         initial_types, data = _input_spec(estimator, initial_types, sample)
         generated = False
         start = time.perf_counter()
         proto, converter = _convert(estimator, initial_types, target_opset, dict(options or {}))
         model = lowered(proto)
+        if "" not in model.opset_imports:  # onnxmltools' XGBoost trees: ai.onnx.ml alone; passes that add nodes need ""
+            model.opset_imports[""] = target_opset or _default_opset()
         seconds = time.perf_counter() - start
         package = _package(estimator)
         framework = "scikit-learn" if package == "sklearn" else package
