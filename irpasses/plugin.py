@@ -57,6 +57,8 @@ PLUGIN = Plugin(
     frontends={
         "sklearn": "onnxpress.frontends.sklearn:FRONTEND",
         "pytorch": "onnxpress.frontends.pytorch:FRONTEND",
+        "tensorflow": "onnxpress.frontends.tensorflow:FRONTEND",
+        "tflite": "onnxpress.frontends.tflite:FRONTEND",
     },
     pipelines={
         "cleanup": "lift-constants,remove-identity,cse,dedup-initializers,dead-code,topo-sort",
@@ -75,6 +77,7 @@ PLUGIN = Plugin(
         "sparse-2of4": 'optimize,permute-channels{pattern=2:4},prune{pattern=2:4,method=auto,fidelity="cosine>=0.995"}',
         "sparse-int8": 'convert-opset{min=17},optimize,permute-channels{pattern=2:4},prune{pattern=2:4,method=auto,fidelity="cosine>=0.995"},qdq,dedup-initializers,dead-code',
         "lowrank-auto": 'optimize,lowrank{fidelity="cosine>=0.999"}',
+        "lowrank-int8": 'convert-opset{min=17},optimize,lowrank{fidelity="cosine>=0.999"},qdq,dedup-initializers,dead-code',
         "optimize": "inputs-to-constants,fixpoint(cleanup,fold-constants,fuse),topo-sort",
     },
 )

@@ -32,6 +32,9 @@ class Factored:
         """Output error energy at ``rank`` (None: not factorized) over the layer's output energy."""
         return 0.0 if rank is None else float(self.energy[rank:].sum() / max(self.total, 1e-30))
 
+    def approximation(self, rank: int) -> np.ndarray:
+        return self.left[:, :rank] @ self.right[:rank]
+
     def factors(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
         return (np.ascontiguousarray(self.left[:, :rank], dtype=np.float32),
                 np.ascontiguousarray(self.right[:rank], dtype=np.float32))
@@ -84,47 +87,104 @@ def largest_paying_rank(k: int, n: int, multiple: int) -> int:
     return bound // multiple * multiple
 
 
-def _hull(layer: Factored, multiple: int) -> list[tuple[int, int, float]]:
-    """(rank, parameters saved, relative error) at the vertices of the lower convex hull of the layer's
-    error-vs-saving curve, from whole (rank 0 stands for it) down: the first cut of a layer saves little (the
-    factors of rank K N / (K + N) are as big as W), so steps of one ``multiple`` would never start one."""
-    k, n = layer.shape
-    top = largest_paying_rank(k, n, multiple)
-    points = [(0, 0, 0.0)] + [(r, k * n - r * (k + n), layer.relative_error(r)) for r in range(top, multiple - 1, -multiple)]
-    hull: list[tuple[int, int, float]] = []
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One way to factorize a layer: ``kind`` (matrix: two products through rank r; spatial: k x 1 then 1 x k;
+    tucker: 1x1 -> k x k core -> 1x1) with its ranks, what it costs and its relative output error."""
+
+    kind: str
+    ranks: tuple[int, ...]
+    params: int
+    macs: float
+    error: float
+
+    def cost(self, measure: str) -> float:
+        return float(self.params if measure == "params" else self.macs)
+
+
+@dataclasses.dataclass
+class Curve:
+    """A layer's error-vs-cost trade-off: whole (``params``, ``macs``, no error) or any of ``choices``."""
+
+    params: int
+    macs: float
+    choices: list[Choice]
+    weight: float = 1.0
+    """How much of a unit of this layer's relative error reaches the model's outputs (measured; 1: unknown)."""
+
+    def cost(self, measure: str) -> float:
+        return float(self.params if measure == "params" else self.macs)
+
+
+def hull(curve: Curve, measure: str) -> list[tuple[float, float, int | None]]:
+    """(cost saved, weighted relative error, choice index; None: whole) at the vertices of the lower convex hull of the
+    layer's error-vs-saving points, from whole on: the greedy steps between vertices. The first cut of a layer
+    saves little (the factors at rank K N / (K + N) are as big as W), so single steps would never start one."""
+    whole = curve.cost(measure)
+    points = sorted(((whole - c.cost(measure), c.error * curve.weight, i) for i, c in enumerate(curve.choices) if c.cost(measure) < whole),
+                    key=lambda p: (p[0], p[1]))
+    out: list[tuple[float, float, int | None]] = [(0.0, 0.0, None)]
     for point in points:
-        while len(hull) >= 2:
-            (_, s0, e0), (_, s1, e1) = hull[-2], hull[-1]
-            if (e1 - e0) * (point[1] - s0) >= (point[2] - e0) * (s1 - s0):  # hull[-1] lies above the chord
-                hull.pop()
+        if point[1] <= out[-1][1] and point[0] >= out[-1][0]:  # saves as much for no more error: dominates
+            while len(out) > 1 and point[1] <= out[-1][1]:
+                out.pop()
+        while len(out) >= 2:
+            (s0, e0, _), (s1, e1, _) = out[-2], out[-1]
+            if (e1 - e0) * (point[0] - s0) >= (point[1] - e0) * (s1 - s0):  # out[-1] lies above the chord
+                out.pop()
             else:
                 break
-        hull.append(point)
-    return hull
+        if point[0] > out[-1][0]:
+            out.append(point)
+    return out
 
 
-def allocate(layers: list[Factored], keep: float, multiple: int) -> list[int | None]:
-    """Ranks (None: left whole) holding at most ``keep`` of the layers' parameters at a small total relative
-    error: greedily, the next cut is the hull step (``_hull``) of any layer that adds the least error per
-    parameter saved: the Lagrangian optimum of the knapsack at the hull's vertices."""
-    hulls = [_hull(layer, multiple) for layer in layers]
-    steps = [0] * len(layers)
-    params = sum(k * n for k, n in (f.shape for f in layers))
-    target = keep * params
+def allocate_curves(curves: list[Curve], keep: float, measure: str = "params") -> list[int | None]:
+    """Choice index per layer (None: left whole) holding at most ``keep`` of the layers' cost (parameters or
+    multiply-adds) at a small total relative error: greedily, the next step is the hull step (``hull``) of the
+    layer that adds the least error per unit saved: the Lagrangian optimum of the knapsack at the vertices."""
+    hulls = [hull(curve, measure) for curve in curves]
+    steps = [0] * len(curves)
+    cost = sum(curve.cost(measure) for curve in curves)
+    target = keep * cost
     heap: list[tuple[float, int]] = []
 
     def push(index: int) -> None:
-        hull, step = hulls[index], steps[index]
-        if step + 1 < len(hull):
-            (_, s0, e0), (_, s1, e1) = hull[step], hull[step + 1]
+        vertices, step = hulls[index], steps[index]
+        if step + 1 < len(vertices):
+            (s0, e0, _), (s1, e1, _) = vertices[step], vertices[step + 1]
             heapq.heappush(heap, ((e1 - e0) / (s1 - s0), index))
 
-    for index in range(len(layers)):
+    for index in range(len(curves)):
         push(index)
-    while params > target and heap:
+    while cost > target and heap:
         _, index = heapq.heappop(heap)
         steps[index] += 1
-        hull, step = hulls[index], steps[index]
-        params -= hull[step][1] - hull[step - 1][1]
+        vertices, step = hulls[index], steps[index]
+        cost -= vertices[step][0] - vertices[step - 1][0]
         push(index)
-    return [hull[step][0] or None for hull, step in zip(hulls, steps, strict=True)]
+    return [vertices[step][2] for vertices, step in zip(hulls, steps, strict=True)]
+
+
+def rank_grid(limit: int, multiple: int, most: int = 24) -> list[int]:
+    """Multiples of ``multiple`` below ``limit`` (at most ``most`` of them, evenly spread): the ranks tried."""
+    ranks = list(range(multiple, limit, multiple))
+    if len(ranks) > most:
+        picks = np.unique(np.linspace(0, len(ranks) - 1, most).round().astype(int))
+        ranks = [ranks[i] for i in picks]
+    return ranks
+
+
+def matrix_curve(layer: Factored, multiple: int, rows: float) -> Curve:
+    """Ranks that pay (multiples of ``multiple``) of a [K, N] weight applied to ``rows`` rows per sample."""
+    k, n = layer.shape
+    top = largest_paying_rank(k, n, multiple)
+    choices = [Choice("matrix", (r,), r * (k + n), rows * r * (k + n), layer.relative_error(r)) for r in range(multiple, top + 1, multiple)]
+    return Curve(k * n, rows * k * n, choices)
+
+
+def allocate(layers: list[Factored], keep: float, multiple: int) -> list[int | None]:
+    """Ranks (None: left whole) of [K, N] layers holding at most ``keep`` of their parameters."""
+    curves = [matrix_curve(layer, multiple, 1.0) for layer in layers]
+    picked = allocate_curves(curves, keep, "params")
+    return [None if i is None else curve.choices[i].ranks[0] for curve, i in zip(curves, picked, strict=True)]

@@ -1,16 +1,22 @@
-"""lowrank: training-free low-rank factorization with one rank per layer, chosen globally.
+"""lowrank: training-free low-rank factorization with one form and rank per layer, chosen globally.
 
-A MatMul (or Gemm) with a constant weight W [K, N] becomes MatMul(x, A [K, r]) -> MatMul(., B [r, N]), and a
-1x1 Conv of one group two 1x1 Convs (strides on the first, bias on the second), wherever r (K + N) < K N.
-k x k and grouped convs are left alone.
-
-- method=whitened (SVD-LLM): the SVD of Lᵀ W with H = E[x xᵀ] = L Lᵀ of the layer's input on the
-  calibration data, so truncation minimizes the output error, not the weight error (``factor``); svd: the
-  SVD of W. Both measure each layer's relative output error per discarded direction when data is given.
-- budget=params:f keeps at most f of the factorizable layers' parameters: a greedy over all layers cuts rank in
-  chunks of ``multiple`` where it adds the least relative error per parameter saved (``factor.allocate``).
+- A MatMul/Gemm with a constant weight W [K, N] becomes MatMul(x, A [K, r]) -> MatMul(., B [r, N]), a 1x1 Conv
+  two 1x1 Convs, wherever r (K + N) < K N; a k x k Conv of one group a k x 1 then 1 x k pair (spatial SVD) or
+  1x1 -> k x k core -> 1x1 (Tucker-2), whichever the curve prefers at each cost (``conv``); grouped and
+  depthwise convs are left alone (``layers``).
+- method=whitened (SVD-LLM): truncation by output error on the calibration data (E[x xᵀ] of the inputs, the
+  input patches for k x k convs, streamed in bounded memory); svd: of the weight itself. Either way each
+  candidate's relative output error is measured on the calibration statistics when there are any; where the
+  layer has a bias (Conv, Gemm, MatMul + Add) it takes the mean output shift, and errors are on the covariance.
+- probe: each layer is factorized alone once and its effect on the model outputs measured, so the global choice
+  weighs a unit of one layer's relative error by how much of it reaches the outputs.
+- budget=params:f / macs:f keeps at most f of the factorizable layers' parameters / multiply-adds (counted from
+  the first calibration sample's shapes): a greedy over all layers' error-vs-cost hulls (``factor``).
 - fidelity='cosine>=0.999' bisects the kept share for the smallest model meeting the target on the last
-  ``eval_samples`` calibration samples (left out of the statistics); ``budget`` is then the floor.
+  ``eval_samples`` calibration samples (left out of the statistics); ``budget`` is then the floor and names
+  the measure. Without either: that fidelity target with calibration data, else params:0.8.
+- cost_model=measured: a layer takes only forms timed faster than it on onnxruntime CPU (``speed``; cached).
+Ranks are multiples of ``multiple`` (CPU GEMM tiles).
 """
 
 from __future__ import annotations
@@ -26,44 +32,40 @@ from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED
-from onnxpress.irpasses.lowrank.factor import Factored, allocate, largest_paying_rank, plain_svd, whitened_svd
-from onnxpress.irpasses.quant.gptq import MatrixView, matrix_view
+from onnxpress.irpasses.lowrank.factor import Choice, allocate_curves
+from onnxpress.irpasses.lowrank.layers import Candidates, Layer, candidates, find_layers
 from onnxpress.irpasses.quant.placement import excluded_by
-from onnxpress.irpasses.quant.qparams import add_constant
 
-FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
 DEFAULT_KEEP = 0.8
-"""The kept share of parameters when neither ``budget`` nor ``fidelity`` is given."""
+"""The kept share of parameters when neither ``budget`` nor ``fidelity`` is given and there is no data."""
+DEFAULT_FIDELITY = "cosine>=0.999"
+"""The target when neither ``budget`` nor ``fidelity`` is given and calibration data is."""
 SEARCH_FLOOR = 0.2
 """The smallest kept share the fidelity search tries (without ``budget``)."""
 SEARCH_STEPS = 7
+Shape = tuple[int, ...]
+PROBE_SAMPLES = 4
+"""Samples each layer's probe runs on (det: 0.3 s a page, 15 layers worth probing)."""
+MINOR_LAYER = 0.005
+"""Layers holding less than this share of the factorizable cost are not probed (weight 1)."""
 
 
-@dataclasses.dataclass
-class Layer:
-    node: ir.Node
-    view: MatrixView
-
-    @property
-    def weight(self) -> np.ndarray:
-        return self.view.to_kn(self.node.inputs[1].const_value.numpy().astype(np.float32))
-
-
-def parse_budget(text: str) -> float | None:
-    """'params:0.7' -> 0.7 (None for ''); anything else, or a share outside (0, 1], is a PassOptionError."""
+def parse_budget(text: str) -> tuple[str, float] | None:
+    """'params:0.7' -> ('params', 0.7), 'macs:0.6' -> ('macs', 0.6), '' -> None; anything else, or a share
+    outside (0, 1], is a PassOptionError."""
     if not text:
         return None
-    match = re.fullmatch(r"\s*params\s*:\s*([0-9.eE+-]+)\s*", text)
+    match = re.fullmatch(r"\s*(params|macs)\s*:\s*([0-9.eE+-]+)\s*", text)
     if match is None:
-        raise PassOptionError(f"lowrank: budget={text!r} is not understood", hint="e.g. lowrank{budget=params:0.7}")
+        raise PassOptionError(f"lowrank: budget={text!r} is not understood", hint="e.g. lowrank{budget=params:0.7} or budget=macs:0.6")
     try:
-        keep = float(match.group(1))
+        keep = float(match.group(2))
     except ValueError:
         keep = float("nan")
     if not 0 < keep <= 1:
-        raise PassOptionError(f"lowrank: budget={text!r}: the kept share of parameters must be in (0, 1]",
+        raise PassOptionError(f"lowrank: budget={text!r}: the kept share must be in (0, 1]",
                               hint="e.g. budget=params:0.7 keeps 70 % of the factorizable layers' parameters")
-    return keep
+    return match.group(1), keep
 
 
 def check_exclude(model: ir.Model, patterns: list[str], what: str) -> None:
@@ -81,7 +83,7 @@ def check_exclude(model: ir.Model, patterns: list[str], what: str) -> None:
 
 @dataclasses.dataclass
 class LowRank(Pass):
-    """Factorize MatMul/Gemm weights and 1x1 Conv kernels into two thinner layers, ranks chosen globally."""
+    """Factorize MatMul/Gemm weights and 1x1 / k x k Conv kernels into thinner layers, forms and ranks chosen globally."""
 
     name = "lowrank"
     lossy = True
@@ -90,10 +92,10 @@ class LowRank(Pass):
     """whitened: truncation by output error on the calibration data (SVD-LLM); svd: of the weight itself;
     auto: whitened when calibration data is given, else svd."""
     budget: str = ""
-    """'params:f': keep at most f in (0, 1] of the factorizable layers' parameters (default 0.8 without fidelity)."""
+    """'params:f' / 'macs:f': keep at most f in (0, 1] of the factorizable layers' parameters / multiply-adds."""
     fidelity: str = ""
     """A target such as 'cosine>=0.999': the smallest kept share meeting it (bisection), judged on the last
-    ``eval_samples`` calibration samples."""
+    ``eval_samples`` calibration samples. Default: cosine>=0.999 when calibration data is given and no budget."""
     eval_samples: int = 8
     exclude: list[str] = dataclasses.field(default_factory=list)
     """Op types or regexes over whole node names left whole; each must match some node."""
@@ -102,11 +104,18 @@ class LowRank(Pass):
     """Ranks are multiples of this (CPU GEMM tiles)."""
     damp: float = 0.01
     """Whitening: H + damp·mean(diag H)·I, for inputs the calibration data does not span."""
+    cost_model: Literal["measured", "none"] = "measured"
+    """measured: only forms timed faster than the whole layer on onnxruntime CPU (cached per machine); none: any."""
+    probe: bool = True
+    """With data: factorize each layer alone once (at about half its cost) and measure how much of its relative
+    error reaches the model's outputs, so the global choice weighs layers by their effect on the outputs."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, factorized outputs) -> score compared with the fidelity value."""
+    timer: Any = dataclasses.field(default=None, metadata={"python_only": True})
+    """Python API: (one-layer model, input shape) -> ms, in place of measuring (tests)."""
 
     def __post_init__(self) -> None:
-        self._keep = parse_budget(self.budget)
+        self._budget = parse_budget(self.budget)
         if self.multiple < 1:
             raise PassOptionError(f"lowrank: multiple={self.multiple} must be at least 1")
         if self.eval_samples < 1:
@@ -114,51 +123,42 @@ class LowRank(Pass):
         if self.damp < 0:
             raise PassOptionError(f"lowrank: damp={self.damp} must not be negative")
 
+    @property
+    def measure(self) -> str:
+        return self._budget[0] if self._budget else "params"
+
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         check_exclude(model, self.exclude, self.name)
-        layers = self._layers(model)
+        layers = find_layers(model, self.exclude, self.min_elements, self.multiple)
         if not layers:
-            ctx.logger.warning("lowrank: no factorizable layer (MatMul/Gemm with a constant 2-D weight or 1x1 Conv "
+            ctx.logger.warning("lowrank: no factorizable layer (MatMul/Gemm with a constant 2-D weight, or Conv of one group, "
                                "of at least %d elements whose factors would be smaller); the model is unchanged", self.min_elements)
             return self.result(model, False, layers=0)
-        searching = bool(self.fidelity) or self.metric is not None
+        fidelity = self.fidelity or (DEFAULT_FIDELITY if self.metric is None and self._budget is None and ctx.samples is not None else "")
+        searching = bool(fidelity) or self.metric is not None
         fit, judged = self._samples(model, ctx, searching)
+        shapes = self._shapes(model, ctx, layers, fit)
+        if self.measure == "macs" and not shapes:
+            raise PassOptionError("lowrank: budget=macs:… counts multiply-adds from the tensor shapes, and this model's are not "
+                                  "static", hint="give calibration data (its first sample sets the shapes) or use budget=params:…")
         grams = self._grams(model, ctx, layers, fit) if fit is not None else {}
         method = self.method if self.method != "auto" else ("whitened" if grams else "svd")
-        factored = self._factor(layers, grams, method, ctx)
+        found = self._candidates(layers, grams, method, shapes, ctx)
+        if self.cost_model == "measured":
+            self._keep_faster(found, shapes, ctx)
+        if self.probe and fit is not None:
+            self._weigh(model, ctx, found, fit)
         if searching:
-            keep, score = self._search(model, ctx, layers, factored, judged)
+            keep, score = self._search(model, ctx, found, judged, fidelity)
         else:
-            keep, score = self._keep if self._keep is not None else DEFAULT_KEEP, None
-        ranks = dict(zip((id(layer.node) for layer in layers), allocate(factored, keep, self.multiple), strict=True))
-        before = sum(f.shape[0] * f.shape[1] for f in factored)
-        after = self._emit(layers, factored, ranks)
+            keep, score = self._budget[1] if self._budget else DEFAULT_KEEP, None
+        picks = self._allocate(found, keep)
+        self._emit(found, {id(c.layer.node): c.layer.node for c in found}, picks)
         remove_unused(model)
-        self._record(ctx, layers, factored, ranks, method, keep, score)
-        stats = {"layers": len(layers), "factorized": sum(r is not None for r in ranks.values()), "params_before": before,
-                 "params_after": after, "kept_permille": round(1000 * after / before)}
-        return self.result(model, stats["factorized"] > 0, **stats)
+        self._record(ctx, found, picks, method, keep, score)
+        return self.result(model, any(p is not None for p in picks), **self._stats(found, picks))
 
-    # ----- choosing -------------------------------------------------------------------------------------
-    def _layers(self, model: ir.Model) -> list[Layer]:
-        found = []
-        for node in model.graph:  # main graph only: a body's weight would be rewritten in every iteration alike
-            if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm", "Conv") or len(node.inputs) < 2:
-                continue
-            weight = node.inputs[1]
-            if (weight is None or weight.const_value is None or weight.is_graph_input() or len(list(weight.uses())) != 1
-                    or weight.const_value.dtype not in FLOAT_TYPES or weight.const_value.size < self.min_elements
-                    or excluded_by(node, self.exclude) is not None):
-                continue
-            shape = tuple(weight.const_value.shape.numpy())
-            view = matrix_view(node.op_type, shape, {k: a.value for k, a in node.attributes.items()})
-            if view is None:
-                continue
-            k, n = view.to_kn(np.broadcast_to(np.float32(0), shape)).shape
-            if largest_paying_rank(k, n, self.multiple):
-                found.append(Layer(node, view))
-        return found
-
+    # ----- measuring ------------------------------------------------------------------------------------
     def _samples(self, model: ir.Model, ctx: PassContext, searching: bool) -> tuple[Any, list[dict]]:
         """(samples for the statistics or None, samples the fidelity search judges on)."""
         if ctx.samples is None and not searching:
@@ -174,38 +174,125 @@ class LowRank(Pass):
                                "the statistics came from (optimistic)", 2 * self.eval_samples)
         return fit, judged
 
-    def _grams(self, model: ir.Model, ctx: PassContext, layers: list[Layer], samples: Any) -> dict[str, np.ndarray]:
-        """E[x xᵀ] per layer input name over the channel axis the weight reduces (once for q, k and v)."""
+    def _shapes(self, model: ir.Model, ctx: PassContext, layers: list[Layer], samples: Any) -> dict[int, tuple[Shape, Shape]]:
+        """(input, output) shape per layer: on the first calibration sample, else the static ones ({} if unknown)."""
+        names = [name for layer in layers for name in (layer.node.inputs[0].name, layer.node.outputs[0].name)]
+        if samples is not None:
+            from onnxpress.irpasses.quant.qdq import first_sample_shapes
+
+            found = first_sample_shapes(model, ctx, samples, [n for n in names if n])
+            return {id(layer.node): (found[layer.node.inputs[0].name], found[layer.node.outputs[0].name]) for layer in layers}
+        from onnxpress.irpasses.quant.collect import inferred_shapes
+
+        static = {v.name: tuple(int(d) for d in v.shape) for v in model.graph.inputs if v.shape is not None and v.shape.is_static()}
+        if len(static) < len(model.graph.inputs):
+            return {}
+        found = inferred_shapes(model, static, [n for n in names if n])
+        if not all(n in found for n in names):
+            return {}
+        return {id(layer.node): (found[layer.node.inputs[0].name], found[layer.node.outputs[0].name]) for layer in layers}
+
+    def _grams(self, model: ir.Model, ctx: PassContext, layers: list[Layer], samples: Any) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per layer: (E[x xᵀ], E[x]) over the channel axis a matrix layer's weight reduces (once per input: q, k
+        and v share it), or over a k x k conv's input patches."""
+        from onnxpress.irpasses.lowrank.conv import ChannelMean, Fanout, PatchGram
         from onnxpress.irpasses.quant.bodies import shared_names
         from onnxpress.irpasses.quant.collect import stream_statistics
         from onnxpress.irpasses.quant.gptq import GramMatrix
 
-        ambiguous = shared_names(model)
-        wanted = {layer.node.inputs[0].name: GramMatrix(axis=layer.view.input_axis) for layer in layers}
-        wanted = {name: gram for name, gram in wanted.items() if name and name not in ambiguous}
-        stats = stream_statistics(model, samples, wanted, show_progress=ctx.show_progress, description="lowrank statistics")
-        return {name: gram.hessian() for name, gram in stats.items() if not gram.empty}
+        def key(layer: Layer) -> Any:
+            return ("matrix", layer.view.input_axis) if layer.view is not None else dataclasses.astuple(layer.geometry)
 
-    def _factor(self, layers: list[Layer], grams: dict[str, np.ndarray], method: str, ctx: PassContext) -> list[Factored]:
+        ambiguous = shared_names(model)
+        per_input: dict[str, dict[Any, Any]] = {}
+        for layer in layers:
+            name = layer.node.inputs[0].name
+            if name and name not in ambiguous and key(layer) not in per_input.setdefault(name, {}):
+                axis = layer.view.input_axis if layer.view is not None else None
+                per_input[name][key(layer)] = (GramMatrix(axis=axis), ChannelMean(axis)) if axis is not None else PatchGram(layer.geometry)
+        wanted = {name: Fanout([a for part in parts.values() for a in (part if isinstance(part, tuple) else (part,))])
+                  for name, parts in per_input.items()}
+        stream_statistics(model, samples, wanted, show_progress=ctx.show_progress, description="lowrank statistics")
+        out = {}
+        for layer in layers:
+            part = per_input.get(layer.node.inputs[0].name or "", {}).get(key(layer))
+            gram, mean = part if isinstance(part, tuple) else (part, part)
+            if gram is not None and not gram.empty:
+                out[id(layer.node)] = (gram.hessian(), mean.mean())
+        return out
+
+    def _candidates(self, layers: list[Layer], grams: dict[int, tuple[np.ndarray, np.ndarray]], method: str, shapes: dict,
+                    ctx: PassContext) -> list[Candidates]:
         out = []
         with ctx.progress("factorizing", len(layers)) as bar:
             for layer in layers:
-                weight = layer.weight
-                gram = grams.get(layer.node.inputs[0].name or "")
-                gram = gram if gram is not None and gram.shape[0] == weight.shape[0] else None
-                out.append(whitened_svd(weight, gram, self.damp) if method == "whitened" and gram is not None
-                           else plain_svd(weight, gram))
+                out.append(candidates(layer, grams.get(id(layer.node)), method, self.damp, self.multiple, shapes.get(id(layer.node))))
                 bar.advance()
         return out
 
-    def _search(self, model: ir.Model, ctx: PassContext, layers: list[Layer], factored: list[Factored],
-                samples: list[dict]) -> tuple[float, float]:
+    def _keep_faster(self, found: list[Candidates], shapes: dict, ctx: PassContext) -> None:
+        """Drop every choice the cost model does not time faster than its whole layer (``speed.faster_choices``)."""
+        from onnxpress.irpasses.lowrank.speed import TimingCache, faster_choices, measured_timer
+
+        cache = TimingCache() if self.timer is None else None
+        dropped = 0
+        with ctx.progress("timing layers", len(found)) as bar:
+            for c in found:
+                shape = shapes.get(id(c.layer.node))
+                if shape is not None:
+                    before = len(c.curve.choices)
+                    c.curve.choices = faster_choices(c, shape[0], self.measure, self.timer or measured_timer, cache)
+                    dropped += before - len(c.curve.choices)
+                bar.advance()
+        if cache is not None:
+            cache.save()
+        ctx.logger.info("lowrank: the cost model dropped %d forms not faster than their layers on onnxruntime", dropped)
+
+    def _weigh(self, model: ir.Model, ctx: PassContext, found: list[Candidates], samples: Any) -> None:
+        """Curve weight per layer: the model outputs' relative error energy with only that layer factorized (at
+        the hull vertex nearest half its cost) over the layer's own, on the first ``PROBE_SAMPLES`` samples.
+        Equal relative errors are not equal harm: on PP-OCRv4 det a late 3x3 conv passes on ~1/10 of what an
+        early 1x1 does."""
+        import itertools
+
+        from onnxpress.irpasses.core.snapshot import snapshot
+        from onnxpress.irpasses.lowrank.factor import hull
+        from onnxpress.irpasses.quant import sensitivity
+
+        probes = [dict(s) for s in itertools.islice(iter(samples), PROBE_SAMPLES)]
+        total = sum(c.curve.cost(self.measure) for c in found)
+        optimization = sensitivity.evaluation_level(ctx.target)
+        reference = sensitivity.run_samples(model, probes, optimization)
+        energy = sum(float(np.sum(np.square(a, dtype=np.float64))) for r in reference for a in r.values())
+        positions = {id(node): index for index, node in enumerate(model.graph)}
+        with ctx.progress("probing layers", len(found)) as bar:
+            for c in found:
+                bar.advance()
+                vertices = [c.curve.choices[i] for _, _, i in hull(c.curve, self.measure)[1:]]
+                vertices = [v for v in vertices if v.error > 1e-9]
+                if not vertices or c.curve.cost(self.measure) < MINOR_LAYER * total:  # too small to matter: weight 1
+                    continue
+                probe = min(vertices, key=lambda v: abs(v.cost(self.measure) - 0.5 * c.curve.cost(self.measure)))
+                clone = snapshot(model)
+                c.rewrite(list(clone.graph)[positions[id(c.layer.node)]], probe)
+                got = sensitivity.run_samples(clone, probes, optimization)
+                error = sum(float(np.sum(np.square(np.asarray(a, np.float64) - g[name])))
+                            for r, g in zip(reference, got, strict=True) for name, a in r.items())
+                c.curve.weight = max(error / max(energy, 1e-30) / probe.error, 1e-6)
+
+    # ----- choosing -------------------------------------------------------------------------------------
+    def _allocate(self, found: list[Candidates], keep: float) -> list[Choice | None]:
+        picks = allocate_curves([c.curve for c in found], keep, self.measure)
+        return [None if i is None else c.curve.choices[i] for c, i in zip(found, picks, strict=True)]
+
+    def _search(self, model: ir.Model, ctx: PassContext, found: list[Candidates], samples: list[dict],
+                fidelity: str) -> tuple[float, float]:
         """The smallest kept share (to 1/128 of the range) whose model meets the fidelity target: fidelity falls
         with the share near monotonically, as the greedy only ever adds cuts."""
         from onnxpress.irpasses.core.snapshot import snapshot
         from onnxpress.irpasses.quant import sensitivity
 
-        metric, threshold, text = sensitivity.resolve_metric(self.fidelity, self.metric)
+        metric, threshold, text = sensitivity.resolve_metric(fidelity, self.metric)
         optimization = sensitivity.evaluation_level(ctx.target)
         reference = sensitivity.run_samples(model, samples, optimization)
         positions = {id(node): index for index, node in enumerate(model.graph)}
@@ -214,13 +301,11 @@ class LowRank(Pass):
         def score(keep: float) -> float:
             clone = snapshot(model)
             nodes = list(clone.graph)  # a snapshot keeps the node order
-            trial = [Layer(nodes[positions[id(layer.node)]], layer.view) for layer in layers]
-            ranks = dict(zip((id(t.node) for t in trial), allocate(factored, keep, self.multiple), strict=True))
-            self._emit(trial, factored, ranks)
+            self._emit(found, {id(c.layer.node): nodes[positions[id(c.layer.node)]] for c in found}, self._allocate(found, keep))
             scores[keep] = metric(reference, sensitivity.run_samples(clone, samples, optimization))
             return scores[keep]
 
-        low, high = (self._keep if self._keep is not None else SEARCH_FLOOR), 1.0
+        low, high = (self._budget[1] if self._budget else SEARCH_FLOOR), 1.0
         with ctx.progress("rank search", SEARCH_STEPS + 1) as bar:
             if score(low) >= threshold:
                 high = low
@@ -235,58 +320,39 @@ class LowRank(Pass):
         if high == 1.0 and 1.0 not in scores:
             ctx.logger.warning("lowrank: %s not met at any tried share above %.3f: the model stays whole", text, low)
             scores[1.0] = metric(reference, reference)
-        ctx.logger.info("lowrank: keeping %.3f of the parameters meets %s (%.5f) after %d trials", high, text, scores[high], len(scores))
+        ctx.logger.info("lowrank: keeping %.3f of the %s meets %s (%.5f) after %d trials", high, self.measure, text, scores[high],
+                        len(scores))
         return high, scores[high]
 
     # ----- emitting -------------------------------------------------------------------------------------
-    def _emit(self, layers: list[Layer], factored: list[Factored], ranks: dict[int, int | None]) -> int:
-        """Rewrite every layer with a rank into its two factors; the parameters the layers hold afterwards."""
-        total = 0
-        for layer, factors in zip(layers, factored, strict=True):
-            rank = ranks[id(layer.node)]
-            k, n = factors.shape
-            if rank is None:
-                total += k * n
-                continue
-            total += rank * (k + n)
-            first, second = factors.factors(rank)
-            dtype = layer.node.inputs[1].const_value.dtype.numpy()
-            _split(layer, first.astype(dtype), second.astype(dtype))
-        return total
+    @staticmethod
+    def _emit(found: list[Candidates], nodes: dict[int, ir.Node], picks: list[Choice | None]) -> None:
+        """Rewrite every layer with a choice (``nodes``: the layer's node, or its copy in a snapshot)."""
+        for c, choice in zip(found, picks, strict=True):
+            if choice is not None:
+                c.rewrite(nodes[id(c.layer.node)], choice)
 
-    def _record(self, ctx: PassContext, layers: list[Layer], factored: list[Factored], ranks: dict[int, int | None],
-                method: str, keep: float, score: float | None) -> None:
-        """Per-layer ranks and relative output errors where the report and the CLI find them."""
-        table = [{"layer": layer.node.name, "shape": list(f.shape), "rank": ranks[id(layer.node)],
-                  "relative_error": f.relative_error(ranks[id(layer.node)])} for layer, f in zip(layers, factored, strict=True)]
-        ctx.extra["lowrank"] = {"method": method, "keep": keep, "fidelity": score, "layers": table}
+    @staticmethod
+    def _stats(found: list[Candidates], picks: list[Choice | None]) -> dict[str, int]:
+        params = [(c.curve.params, c.curve.macs, p) for c, p in zip(found, picks, strict=True)]
+        stats = {"layers": len(found), "factorized": sum(p is not None for *_, p in params),
+                 "params_before": sum(w for w, _, _ in params), "params_after": sum(w if p is None else p.params for w, _, p in params),
+                 "macs_before": round(sum(m for _, m, _ in params)),
+                 "macs_after": round(sum(m if p is None else p.macs for _, m, p in params))}
+        stats["kept_permille"] = round(1000 * stats["params_after"] / max(stats["params_before"], 1))
+        stats["macs_kept_permille"] = round(1000 * stats["macs_after"] / max(stats["macs_before"], 1))
+        return stats
 
-
-def _split(layer: Layer, first: np.ndarray, second: np.ndarray) -> None:
-    """node(x, W) -> node'(node0(x, A), B): the original node keeps its bias, attributes and output."""
-    node = layer.node
-    graph = node.graph
-    assert graph is not None
-    base = node.inputs[1].name or node.name or "weight"
-    if node.op_type == "Conv":  # [K, r] / [r, N] back to kernels [r, K, 1, 1] / [N, r, 1, 1]
-        head_weight = _constant(graph, f"{base}_lowrank_a", np.ascontiguousarray(first.T)[:, :, None, None])
-        attributes = {k: a.value for k, a in node.attributes.items() if k in ("strides", "dilations", "auto_pad")}
-        head = ir.node("Conv", [node.inputs[0], head_weight], attributes=attributes, name=f"{node.name}_lowrank")
-        node.attributes.pop("strides", None)
-        tail = np.ascontiguousarray(second.T)[:, :, None, None]
-    else:
-        head = ir.node("MatMul", [node.inputs[0], _constant(graph, f"{base}_lowrank_a", first)], name=f"{node.name}_lowrank")
-        tail = second.T if node.op_type == "Gemm" and node.attributes.get_int("transB", 0) else second
-    if node.outputs[0].dtype is not None:
-        head.outputs[0].dtype = node.outputs[0].dtype
-    graph.insert_before(node, head)
-    node.replace_input_with(0, head.outputs[0])
-    node.replace_input_with(1, _constant(graph, f"{base}_lowrank_b", np.ascontiguousarray(tail)))
-
-
-def _constant(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    """An initializer with its type and shape on the value: calibration pieces that take it as an input need them."""
-    value = add_constant(graph, name, array)
-    value.dtype = value.const_value.dtype
-    value.shape = ir.Shape(array.shape)
-    return value
+    def _record(self, ctx: PassContext, found: list[Candidates], picks: list[Choice | None], method: str, keep: float,
+                score: float | None) -> None:
+        """Per-layer forms, ranks and relative output errors, and each layer's error-vs-cost curve, where the report
+        and the CLI find them."""
+        table = []
+        for c, p in zip(found, picks, strict=True):
+            table.append({"layer": c.layer.node.name, "shape": list(c.shape),
+                          "form": None if p is None else p.kind, "rank": None if p is None else "x".join(map(str, p.ranks)),
+                          "relative_error": 0.0 if p is None else p.error, "output_weight": c.curve.weight,
+                          "params": c.curve.params, "macs": c.curve.macs,
+                          "curve": [{"form": ch.kind, "ranks": list(ch.ranks), "params": ch.params, "macs": ch.macs, "error": ch.error}
+                                    for ch in c.curve.choices]})
+        ctx.extra["lowrank"] = {"method": method, "measure": self.measure, "keep": keep, "fidelity": score, "layers": table}

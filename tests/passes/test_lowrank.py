@@ -65,7 +65,7 @@ def _relative_error(reference: list[np.ndarray], got: list[np.ndarray]) -> float
 def test_low_rank_plus_noise_weight_is_factorized_closely() -> None:
     proto = _matmul_proto(_low_rank(8, 0.01))
     samples = _anisotropic(6, seed=1)
-    model, report = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8}", samples=samples, verify="off")
+    model, report = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8,cost_model=none}", samples=samples, verify="off")
     stats = report.records[-1].stats
     assert stats["factorized"] == 1 and stats["params_after"] <= 0.3 * stats["params_before"]
     assert [n.op_type for n in model.graph.node] == ["MatMul", "MatMul", "Relu"]
@@ -78,7 +78,8 @@ def test_whitened_beats_plain_svd_on_anisotropic_inputs() -> None:
     reference = _outputs(proto, judged)
     errors = {}
     for method in ("whitened", "svd"):
-        model, _ = onnxpress.optimize(proto, f"lowrank{{method={method},budget=params:0.5,multiple=8}}", samples=fit, verify="off")
+        spec = f"lowrank{{method={method},budget=params:0.5,multiple=8,cost_model=none}}"
+        model, _ = onnxpress.optimize(proto, spec, samples=fit, verify="off")
         errors[method] = _relative_error(reference, _outputs(model, judged))
     assert errors["whitened"] < 0.5 * errors["svd"], errors
 
@@ -99,7 +100,7 @@ def test_pointwise_conv_is_two_pointwise_convs() -> None:
     bias = rng.standard_normal(64).astype(np.float32)
     proto = _conv_proto(kernel, bias)
     samples = [{"x": rng.standard_normal((1, 96, 8, 8)).astype(np.float32)} for _ in range(3)]
-    model, report = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8}", samples=samples, verify="off")
+    model, report = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8,cost_model=none}", samples=samples, verify="off")
     assert report.records[-1].stats["factorized"] == 1
     assert [n.op_type for n in model.graph.node] == ["Conv", "Conv"]
     for expected, got in zip(_outputs(proto, samples), _outputs(model, samples), strict=True):
@@ -109,7 +110,7 @@ def test_pointwise_conv_is_two_pointwise_convs() -> None:
 def test_fidelity_search_meets_its_target() -> None:
     proto = _matmul_proto(_low_rank(16, 0.05, seed=6))
     samples = _anisotropic(16, seed=8)
-    model, report = onnxpress.optimize(proto, 'lowrank{fidelity="cosine>=0.995",multiple=8}', samples=samples, verify="off")
+    model, report = onnxpress.optimize(proto, 'lowrank{fidelity="cosine>=0.995",multiple=8,cost_model=none}', samples=samples, verify="off")
     stats = report.records[-1].stats
     assert stats["factorized"] == 1 and stats["params_after"] < 0.5 * stats["params_before"]
     reference, got = _outputs(proto, samples[-8:]), _outputs(model, samples[-8:])
@@ -120,7 +121,9 @@ def test_fidelity_search_meets_its_target() -> None:
 @pytest.mark.parametrize(("spec", "message"), [
     ("lowrank{budget=params:1.5}", "budget"),
     ("lowrank{budget=params:0}", "budget"),
-    ("lowrank{budget=macs:0.5}", "budget"),
+    ("lowrank{budget=macs:1.5}", "budget"),
+    ("lowrank{budget=macs:-0.1}", "budget"),
+    ("lowrank{budget=flops:0.5}", "budget"),
     ("lowrank{exclude=[no_such_layer]}", "no_such_layer"),
 ])
 def test_bad_options_are_clear_errors(spec: str, message: str) -> None:
@@ -140,7 +143,7 @@ def test_no_factorizable_layer_warns_and_leaves_the_model(caplog: pytest.LogCapt
 def test_the_callers_model_is_not_modified() -> None:
     model = onnxpress.load(_matmul_proto(_low_rank(8, 0.01)))
     weight = model.graph.initializers["W"].const_value.numpy().copy()
-    optimized, _ = onnxpress.optimize(model, "lowrank{budget=params:0.3,multiple=8}", verify="off")
+    optimized, _ = onnxpress.optimize(model, "lowrank{budget=params:0.3,multiple=8,cost_model=none}", verify="off")
     assert [n.op_type for n in optimized.graph] == ["MatMul", "MatMul", "Relu"]
     assert [n.op_type for n in model.graph] == ["MatMul", "Relu"]
     np.testing.assert_array_equal(model.graph.initializers["W"].const_value.numpy(), weight)
@@ -166,6 +169,16 @@ def test_minilm_whitened_beats_plain_svd() -> None:
 def test_factors_quantize_with_int8() -> None:
     proto = _matmul_proto(_low_rank(8, 0.01))
     samples = _anisotropic(6, seed=11)
-    model, _ = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8},int8", samples=samples, verify="off")
+    model, _ = onnxpress.optimize(proto, "lowrank{budget=params:0.3,multiple=8,cost_model=none},int8", samples=samples, verify="off")
     assert sum(n.op_type == "MatMul" for n in model.graph.node) == 2
     assert _relative_error(_outputs(proto, samples), _outputs(model, samples)) < 0.05
+
+
+def test_factors_quantize_with_w4() -> None:
+    proto = _matmul_proto(_low_rank(32, 0.01))
+    samples = _anisotropic(6, seed=12)
+    model, _ = onnxpress.optimize(proto, "lowrank{budget=params:0.6,multiple=32,cost_model=none},w4", samples=samples, verify="off")
+    int4 = [t.name for t in model.graph.initializer if t.data_type == TensorProto.INT4]
+    assert [n.op_type for n in model.graph.node].count("MatMul") == 2
+    assert any(name.startswith("W_lowrank_a") for name in int4), int4  # the [128, 32] factor in 4-bit blocks
+    assert _relative_error(_outputs(proto, samples), _outputs(model, samples)) < 0.1
