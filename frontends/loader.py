@@ -84,6 +84,15 @@ def load_any(
     return model
 
 
+def import_record(model: ir.Model) -> dict[str, str] | None:
+    """What ``stamp`` recorded (framework, converter, versions, options, time, the check against the framework),
+    for reports; None for a model that did not come through a frontend."""
+    props = model.metadata_props
+    if "onnxpress.source.frontend" not in props:
+        return None
+    return {k.removeprefix("onnxpress."): v for k, v in props.items() if k.startswith(("onnxpress.source.", "onnxpress.import."))}
+
+
 def stamp(model: ir.Model, frontend: Frontend, options: dict[str, Any], seconds: float) -> None:
     """Record provenance in ``metadata_props``, where it survives saving."""
     props = model.metadata_props

@@ -48,8 +48,14 @@ def cmd_opt(args: argparse.Namespace) -> int:
         args.fidelity, args.target = args.target, None
     if args.fidelity:
         _set_fidelity(passes, args.fidelity)
-    model = onnxpress.load(args.input, target_opset=args.target_opset, allow_invalid=getattr(args, "allow_invalid", False))
+    options = {"inputs": args.input_specs} if getattr(args, "input_specs", None) else {}
+    if getattr(args, "trust_source", False):
+        options["trust_source"] = True
+    model = onnxpress.load(args.input, target_opset=args.target_opset, allow_invalid=getattr(args, "allow_invalid", False), **options)
     check_output_path(model, args.output)
+    from onnxpress.frontends.loader import import_record
+
+    imported = import_record(model)  # another framework's model: its import is the run's first step
     wants_summary = bool(args.report) or not args.quiet
     before = summarize(model) if wants_summary else {}
     check_data = args.inputs or args.calib
@@ -88,10 +94,14 @@ def cmd_opt(args: argparse.Namespace) -> int:
     after = summarize(out) if wants_summary else {}
     if args.report:
         payload = {"input": args.input, "output": args.output, "before": before, "after": after, "report": report.to_dict()}
-        from onnxpress.backends.base import write_atomic
-
-        write_atomic(args.report, json.dumps(payload, indent=2, default=float))
+        if imported:
+            payload["import"] = imported
+        _write_report(args.report, payload)
     if not args.quiet:
+        if imported:
+            print(f"import: {imported.get('source.frontend')} via {imported.get('source.converter', '?')} "
+                  f"{imported.get('source.converter_version', '')} in {imported.get('import.seconds')} s; "
+                  f"check: {imported.get('import.check')}")
         print(report.table(compact=not args.all_passes))
         if args.explain:
             print(report.explain_text())
@@ -100,6 +110,18 @@ def cmd_opt(args: argparse.Namespace) -> int:
             f"{args.output}: {after['nodes']} nodes, {format_bytes(after['weight_bytes'])}"
         )
     return 0
+
+
+def _write_report(path: str, payload: dict[str, Any]) -> None:
+    """JSON, or with an .html/.htm name the self-contained HTML page (the JSON is inside it)."""
+    from onnxpress.backends.base import write_atomic
+
+    if Path(path).suffix.lower() in (".html", ".htm"):
+        from onnxpress.tools.report_html.page import payload_page
+
+        write_atomic(path, payload_page(payload))
+    else:
+        write_atomic(path, json.dumps(payload, indent=2, default=float))
 
 
 def _set_fidelity(passes: list[Any], target: str) -> None:
@@ -181,13 +203,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_samples(path: str) -> Any:
+    """DATA for the import check as one batch: samples concatenated along axis 0 ({name: array}, or the array
+    when DATA holds one input: scikit-learn takes [rows, features])."""
+    import numpy as np
+    from onnxpress.frontends.sample_data import NpzSamples
+
+    samples = list(NpzSamples(path))
+    if not samples:
+        from onnxpress.irpasses.core.errors import DataError
+
+        raise DataError(f"'{path}' holds no samples")
+    batch = {name: np.concatenate([np.asarray(s[name]) for s in samples]) for name in samples[0]}
+    return next(iter(batch.values())) if len(batch) == 1 else batch
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Lower another framework's model to ONNX through its converter; the import check is part of the report."""
     import onnxpress
     from onnxpress.backends.ort.runner import max_ir_version
     from onnxpress.frontends.onnx_file import check_output_path
 
-    model = onnxpress.load(args.input, target_opset=args.opset, trust_source=args.trust_source)
+    options: dict[str, Any] = {"inputs": args.input_specs} if args.input_specs else {}
+    if args.inputs:
+        options["sample"] = _import_samples(args.inputs)
+    model = onnxpress.load(args.input, target_opset=args.opset, trust_source=args.trust_source, **options)
     check_output_path(model, args.output)
     onnxpress.save(model, args.output, max_ir_version=max_ir_version())
     props = {k.removeprefix("onnxpress.source."): v for k, v in model.metadata_props.items()}
@@ -364,6 +404,46 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from onnxpress.backends.base import write_atomic
+    from onnxpress.tools.report_html import reports_page
+
+    write_atomic(args.output, reports_page(args.reports))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from onnxpress.tools.sweep.runner import SweepSettings, run_sweep
+
+    settings = SweepSettings(
+        model=Path(args.model), calib=Path(args.calib), eval=Path(args.eval) if args.eval else None, out=Path(args.output),
+        pipelines=args.pipelines, grid=args.grid, per_layer=args.per_layer, workers=args.workers, ray=args.ray, timeout_s=args.timeout,
+        backend=args.backend, threads=args.threads, runs=args.runs, latency=not args.no_latency, seed=args.seed, target=args.target,
+        metric=args.metric,
+    )
+    outcome = run_sweep(settings)
+    print(format_front(outcome.results, outcome.measurements))
+    print(f"wrote {settings.out / 'results.json'} and {settings.out / 'report.html'} ({outcome.seconds:.0f} s)")
+    return 0 if not outcome.failures else 3
+
+
+def format_front(results: dict[str, Any], measurements: dict[str, dict[str, Any]]) -> str:
+    """The size-fidelity Pareto front as a table, smallest first, with each point's measured latency."""
+    from onnxpress.irpasses.core.manager import format_bytes
+
+    rows = {r["id"]: r for r in [results.get("original") or {}, *results["candidates"]] if r}
+    base = (results.get("original") or {}).get("bytes")
+    lines = [f"Pareto front (size vs fidelity), {len(results['pareto_size_fidelity'])} of {len(results['candidates']) + 1} points:",
+             f"  {'size':>10} {'x smaller':>9} {results['sweep'].get('metric', 'cosine'):>10} {'latency':>10}  candidate"]
+    for cid in sorted(results["pareto_size_fidelity"], key=lambda c: rows[c]["bytes"]):
+        r, lat = rows[cid], (measurements.get(cid, {}).get("latency") or {})
+        ms = f"{lat['median_ms']:.2f} ms" if "median_ms" in lat else "-"
+        lines.append(f"  {format_bytes(r['bytes']):>10} {base / r['bytes'] if base else 0:>9.2f} {r['fidelity']['score']:>10.5f} {ms:>10}  "
+                     f"{r['label']}")
+    return "\n".join(lines)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     folder = tempfile.mkdtemp(prefix="onnxpress-demo-")
     out = args.output or os.path.join(folder, "det.optimized.onnx")
@@ -399,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--sensitivity-table", action="store_true", help="score every layer for the report's "
                      "per-layer table (and plot) even when all layers quantized already meet the fidelity target")
     opt.add_argument("--min-cosine", type=float, help="numeric check bound for lossy pipelines (default 0.99)")
-    opt.add_argument("--report", help="write the JSON report here")
+    opt.add_argument("--report", help="write the report here: JSON, or a self-contained HTML page for a .html name")
     opt.add_argument("--verify-each", action="store_true", help="numeric check after every pass that changed the model")
     opt.add_argument("--no-verify", action="store_true", help="skip the numeric check (structural checks still run)")
     opt.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
@@ -413,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--explain", action="store_true", help="list, per fusion rule, the sites that matched and the near-misses with reasons")
     opt.add_argument("--allow-invalid", action="store_true", help="load a malformed model (dangling inputs, tensors that contradict "
                      "their shape) with a warning instead of refusing it, so cleanup can repair it")
+    opt.add_argument("--input", dest="input_specs", action="append", metavar="NAME:SHAPE:DTYPE",
+                     help="another framework's model: an input's name, shape and dtype for its import (as onnxpress import)")
+    opt.add_argument("--trust-source", action="store_true", help="allow model formats that run code when loaded (pickle, TorchScript)")
     opt.add_argument("-q", "--quiet", action="store_true")
     opt.set_defaults(func=cmd_opt)
 
@@ -425,8 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=cmd_inspect)
 
-    imp = sub.add_parser("import", help="convert a scikit-learn/LightGBM/... model to ONNX, checked against its framework")
-    imp.add_argument("input", help="a model file: .skops; .pkl/.joblib need --trust-source; .onnx passes through")
+    imp = sub.add_parser("import", help="convert a PyTorch/TensorFlow/Keras/TFLite/scikit-learn model to ONNX, "
+                                        "checked against its framework")
+    imp.add_argument("input", help="a model file or folder: .pt2, .keras/.h5, a SavedModel folder, .tflite, .skops; "
+                                   ".pt/.jit/.pth/.pkl/.joblib need --trust-source; .onnx passes through")
+    imp.add_argument("--input", dest="input_specs", action="append", metavar="NAME:SHAPE:DTYPE",
+                     help="an input's name, shape and dtype, e.g. x:?x24x24x3:float32 (? or a name: dynamic); repeat per input")
+    imp.add_argument("--inputs", metavar="DATA", help="samples the import check runs on (.npz or folder, one array per input, "
+                                                      "axis 0 samples); default: generated random inputs, said in the report")
     imp.add_argument("-o", "--output", required=True)
     imp.add_argument("--opset", type=int, default=None, help="target ONNX opset (default: the converter's)")
     imp.add_argument("--trust-source", action="store_true", help="allow formats that run code when loaded (pickle, joblib)")
@@ -482,6 +571,33 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("report")
     plot.add_argument("-o", "--output", required=True, help="image file (.png, .svg, .pdf)")
     plot.set_defaults(func=cmd_plot)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page from opt --report JSON files (several: side by side)")
+    rep.add_argument("reports", nargs="+", help="JSON files written by onnxpress opt --report")
+    rep.add_argument("-o", "--output", required=True, help="the .html file to write")
+    rep.set_defaults(func=cmd_report)
+
+    sweep = sub.add_parser("sweep", help="run many candidate pipelines on a model (in parallel, resumable) and keep the Pareto front")
+    sweep.add_argument("model")
+    sweep.add_argument("--calib", required=True, help="calibration DATA (.npz, axis 0 = samples, or a folder of .npz)")
+    sweep.add_argument("--eval", help="DATA the fidelity is judged on (default: --calib; give disjoint data)")
+    sweep.add_argument("--pipelines", required=True, help="candidates separated by ';', e.g. \"int8;auto;w4;lowrank{budget=params:0.7}\"")
+    sweep.add_argument("--grid", action="append", help="vary a pass option: PASS.OPTION=V1,V2 (repeatable), e.g. qdq.calibrator=percentile,entropy")
+    sweep.add_argument("--per-layer", action="store_true", help="score layers: the one pipeline in --pipelines, then once per "
+                       "Conv/MatMul/Gemm layer kept out of it (leave-one-out sensitivity, spread over the workers)")
+    sweep.add_argument("-o", "--output", required=True, metavar="DIR", help="sweep directory; rerunning with it runs only what is missing")
+    sweep.add_argument("--workers", type=int, help="candidates run at once (default 1; with --ray, the cluster's CPUs)")
+    sweep.add_argument("--ray", metavar="ADDRESS", help="run candidates as Ray tasks: HOST:PORT of a cluster, 'auto', or 'local' (start one here)")
+    sweep.add_argument("--timeout", type=float, default=3600.0, help="seconds one candidate may take (default 3600)")
+    sweep.add_argument("--backend", default="ort", help="backend latency is measured on (default ort)")
+    sweep.add_argument("--threads", type=int, default=1, help="threads for latency runs (default 1)")
+    sweep.add_argument("--runs", type=int, default=20, help="latency runs per model (median reported)")
+    sweep.add_argument("--no-latency", action="store_true", help="skip the latency phase")
+    sweep.add_argument("--metric", default="cosine", help="fidelity score the front ranks by: cosine (lowest output cosine), "
+                       "top1 (argmax agreement over the first output's last axis) or MODULE:FUNCTION(reference, outputs) -> float")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--target", help="target backend the passes may emit for (as opt --target)")
+    sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser("demo", help="optimize the embedded PP-OCRv4 detection model and print the report")
     demo.add_argument("-o", "--output")

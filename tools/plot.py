@@ -10,9 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from onnxpress.irpasses.core.errors import BackendUnavailableError, DataError
-
-LEVEL_COLORS = {"full": "#2b7bba", "reduced": "#f0a030", "float": "#d04040"}
+from onnxpress.irpasses.core.errors import DataError
+from onnxpress.tools.report_html.figures import draw_sensitivity, pyplot
 
 
 def sensitivity_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -26,25 +25,13 @@ def sensitivity_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def plot_sensitivity(report_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
     """Bar chart of 1 - fidelity with only that layer quantized, in graph order, coloured by the level chosen."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise BackendUnavailableError("plotting needs matplotlib", hint="pip install 'onnxpress[plot]'") from err
-    rows = sensitivity_rows(json.loads(Path(report_path).read_text()))
+    plt = pyplot()
     body = json.loads(Path(report_path).read_text())
+    rows = sensitivity_rows(body)
     fidelity = (body.get("report", body).get("quantization") or {}).get("fidelity", {})
-    loss = [max(1.0 - r["score"], 1e-9) for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(rows)), 4.0))
-    ax.bar(range(len(rows)), loss, color=[LEVEL_COLORS.get(r.get("level", "full"), "#888") for r in rows])
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(rows)), [r["node"] for r in rows], rotation=90, fontsize=6)
-    ax.set_ylabel("1 - fidelity (only this layer quantized)")
+    draw_sensitivity(ax, rows)
     ax.set_title(f"per-layer sensitivity; target {fidelity.get('target', '?')}, reached {fidelity.get('reached', float('nan')):.5f}")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in LEVEL_COLORS.values()]
-    ax.legend(handles, [f"kept {k}" if k != "full" else "quantized" for k in LEVEL_COLORS], fontsize=7)
     fig.tight_layout()
     out = Path(output)
     tmp = out.with_name(f".{out.name}.tmp.png")
@@ -57,13 +44,7 @@ def plot_sensitivity(report_path: str | os.PathLike[str], output: str | os.PathL
 def plot_size_fidelity(results: dict[str, Any], output: str | os.PathLike[str]) -> Path:
     """One panel per model: compression ratio (entropy-coded file vs float) against the task metric, one point
     per pipeline, so a Pareto front reads off directly. ``results``: ``tools/bench compress`` output."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise BackendUnavailableError("plotting needs matplotlib", hint="pip install 'onnxpress[plot]'") from err
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     for ax, (name, result) in zip(axes[0], results.items(), strict=True):
         for row in result["rows"]:

@@ -130,6 +130,16 @@ def log_level() -> int:
         return 4
 
 
+def default_threads() -> int:
+    """Threads for sessions that ask for the default (0: onnxruntime uses every core). ONNXPRESS_ORT_THREADS
+    caps it, so sweep workers sharing a machine each keep to their own core and give the same numbers as a
+    serial run."""
+    try:
+        return max(int(os.environ.get("ONNXPRESS_ORT_THREADS", "0")), 0)
+    except ValueError:
+        return 0
+
+
 def make_session(
     model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike[str],
     *,
@@ -146,7 +156,7 @@ def make_session(
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or default_threads()
     options.log_severity_level = log_level()
     if low_memory:  # no arena: memory goes back after each run (calibration, search trials). The planned
         # pattern stays (one block per run): without it PP-OCRv4 det calibration took 4.9 s instead of 4.4 s

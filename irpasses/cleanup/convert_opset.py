@@ -19,6 +19,14 @@ class ConvertOpset(Pass):
     name = "convert-opset"
     min: int = 17
 
+    def __post_init__(self) -> None:
+        """An opset onnx does not know fails when the pipeline is built, not as the converter's traceback."""
+        import onnx
+
+        latest = onnx.defs.onnx_opset_version()
+        if not 1 <= self.min <= latest:
+            raise ValueError(f"min={self.min} is not an opset this onnx {onnx.__version__} knows (1..{latest})")
+
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         current = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
         if current >= self.min:

@@ -134,12 +134,39 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_SPECIAL = set(",;[]{}()\"'")
+
+
 def _format_value(value: Any) -> str:
+    """Pipeline text for an option value that reads back as the same value: a text holding a separator or a
+    bracket (a regex over node names, say) is quoted."""
     if isinstance(value, (list, tuple)):
         return "[" + ";".join(_format_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    text = str(value)
+    if isinstance(value, str) and (_SPECIAL & set(text) or text != text.strip()):
+        return f"'{text}'" if '"' in text else f'"{text}"'
+    return text
+
+
+def split_list_items(text: str) -> list[str]:
+    """``a;"b;c";d`` -> the items, separators inside quotes kept."""
+    items, quote, start = [], "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ";":
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def _unquote(item: str) -> str:
+    return item[1:-1] if len(item) >= 2 and item[0] == item[-1] and item[0] in "\"'" else item
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -174,7 +201,7 @@ def _convert(raw: Any, tp: Any, what: str) -> Any:
             text = raw.strip()
             if text.startswith("[") and text.endswith("]"):
                 text = text[1:-1]
-            items: list[Any] = [p.strip() for p in text.split(";") if p.strip()] if text else []
+            items: list[Any] = [_unquote(p) for p in split_list_items(text)]
         elif isinstance(raw, (list, tuple)):
             items = list(raw)
         else:

@@ -108,10 +108,16 @@ def _read_value(text: str, pos: int, fail: Any) -> tuple[str, int]:
             raise fail("unterminated quoted value")
         return text[pos + 1 : end], end + 1
     if pos < len(text) and text[pos] == "[":
-        end = text.find("]", pos)
-        if end < 0:
-            raise fail("unterminated list value")
-        return text[pos : end + 1], end + 1
+        quote = ""
+        for end in range(pos + 1, len(text)):  # items may be quoted: "]" or ";" inside quotes do not count
+            ch = text[end]
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "]":
+                return text[pos : end + 1], end + 1
+        raise fail("unterminated list value")
     start = pos
     while pos < len(text) and text[pos] not in ",}":
         pos += 1

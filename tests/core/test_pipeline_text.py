@@ -125,3 +125,14 @@ def test_bad_recipe_is_reported(tmp_path) -> None:
         load_recipe(bad)
     with pytest.raises(PipelineError, match="cannot read recipe"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+def test_list_items_with_separators_round_trip() -> None:
+    """Regexes over node names hold ';', ']' and quotes: the pipeline text of a pass reads back as the same pass."""
+    from onnxpress.irpasses.core.pipeline_text import build_passes, pipeline_to_text
+
+    passes = build_passes("qdq")
+    passes[0].exclude = [r"a\[b\]\+c;d", 'x"y', "plain"]
+    text = pipeline_to_text(passes)
+    again = build_passes(text)
+    assert again[0].exclude == [r"a\[b\]\+c;d", 'x"y', "plain"] and pipeline_to_text(again) == text

@@ -14,6 +14,9 @@ MatMul and MatMulNBits, and MiniLM with 2:4 FFN weights end to end.
 ``python -m onnxpress.tools.bench sparsity`` -- channel permutation vs apex's case, one-shot 2:4 (magnitude / Wanda /
 SparseGPT, +- permutation) on MiniLM and det/rec, and MiniLM latency of sparse-2of4 / sparse-int8 vs float / int8.
 
+``python -m onnxpress.tools.bench sweep`` -- ``onnxpress sweep`` on det and MiniLM: serial vs 2 local workers vs a
+2-worker Ray cluster (transform+fidelity wall time), identical results, the Pareto front with latencies.
+
 ``python -m onnxpress.tools.bench io`` -- load -> cleanup -> save on a generated 1.2 GB / 12.7k-node model
 with external data, against raw onnx, onnx-graphsurgeon and onnxslim: wall time and peak RSS per process.
 Results go to ``bench-out/`` (JSON) and are printed as a Markdown table for BENCHMARKS.md.
@@ -110,7 +113,7 @@ def machine() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion", "quant", "kernels", "compress", "lowrank", "sparsity", "fuzz"])
+    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion", "quant", "kernels", "compress", "lowrank", "sparsity", "fuzz", "sweep", "frontends"])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite != "io":
         module = importlib.import_module(f"onnxpress.tools.bench.{args.suite}_suite")
         run = getattr(module, f"bench_{args.suite}")
-        rows = run(tuple(args.models.split(","))) if args.suite in ("quant", "compress", "sparsity") and args.models else run()
+        rows = run(tuple(args.models.split(","))) if args.suite in ("quant", "compress", "sparsity", "sweep") and args.models else run()
         (args.out / f"{args.suite}.json").write_text(json.dumps({"machine": machine(), args.suite: rows}, indent=2))
         print("\n" + module.markdown(rows))
         if hasattr(module, "plot"):
