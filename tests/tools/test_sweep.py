@@ -183,3 +183,36 @@ def test_top1_metric_and_a_metric_of_ones_own(conv_case: dict[str, Path], tmp_pa
     assert all(r["fidelity"]["metric"] == "top1" and r["fidelity"]["score"] == 1.0 for r in results["candidates"])
     assert main([*_sweep_args(conv_case, tmp_path / "bad", pipelines="optimize"), "--metric", "nosuchmodule:f"]) == 2
     assert "cannot import f from nosuchmodule" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_an_existing_ray_cluster_by_address(conv_case: dict[str, Path], tmp_path: Path) -> None:
+    """A head node started with 'ray start' (token authentication on, as Ray 2.60 starts it): without the token
+    mode the client is refused with a clear error and nothing written; with it, the results equal a serial run's.
+    Each sweep is its own process, as from the command line: Ray reads the mode when it is imported."""
+    pytest.importorskip("ray")
+    import socket
+
+    ray_cli = Path(sys.executable).with_name("ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    started = subprocess.run([str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                              "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        plain = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # its own process: Ray keeps the mode it read
+        refused = subprocess.run([sys.executable, "-m", "onnxpress.tools.cli", *_sweep_args(
+            conv_case, tmp_path / "refused", "--ray", f"127.0.0.1:{port}", pipelines="optimize;w8")],
+            capture_output=True, text=True, env=plain, timeout=300)
+        assert refused.returncode == 2 and "refused this client's authentication token" in refused.stderr, refused.stderr
+        assert "InvalidAuthToken" not in refused.stderr, "Ray's own retry lines stay off the terminal"
+        assert not (tmp_path / "refused").exists()
+        accepted = subprocess.run([sys.executable, "-m", "onnxpress.tools.cli", *_sweep_args(
+            conv_case, tmp_path / "cluster", "--ray", f"127.0.0.1:{port}", pipelines="optimize;w8")],
+            capture_output=True, text=True, env=env, timeout=300)
+        assert accepted.returncode == 0, accepted.stderr
+    finally:
+        subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=120)
+    assert main(_sweep_args(conv_case, tmp_path / "serial", pipelines="optimize;w8")) == 0
+    assert (tmp_path / "cluster" / "results.json").read_bytes() == (tmp_path / "serial" / "results.json").read_bytes()

@@ -6,15 +6,17 @@ a timeout of one candidate is reported through ``on_done`` and the others go on.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,23 @@ def _ray_task(task: Task, model: Any, calib: Any, eval_samples: Any, reference: 
         return run_candidate(task, model, calib, eval_samples, reference)
 
 
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[Path]:
+    """File descriptor 2 goes to a temporary file (what native code writes included) until the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryDirectory(prefix="onnxpress-ray-") as folder:
+        path = Path(folder) / "stderr.txt"
+        with path.open("wb") as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield path
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+
+
 def check_ray_address(address: str) -> None:
     """Fail in seconds, with the address in the message, instead of Ray's minute of retries."""
     if address in ("auto", "local") or address.startswith("ray://"):
@@ -142,14 +161,24 @@ class RayPool:
 
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                                    "configure_logging": True, "ignore_reinit_error": True}
-        try:
-            if self.address == "local":
-                ray.init(num_cpus=self.workers, **options)
-            else:
-                ray.init(address=self.address, **options)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise BackendUnavailableError(f"cannot connect to the Ray cluster at {self.address}: {str(err).splitlines()[0]}",
-                                          hint="start one with 'ray start --head', or use --ray local") from err
+        with _stderr_captured() as log:  # Ray's C++ client retries for seconds, a line to fd 2 each time
+            try:
+                if self.address == "local":
+                    ray.init(num_cpus=self.workers, **options)
+                else:
+                    ray.init(address=self.address, **options)
+                failure = None
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                failure = err
+            said = log.read_text(errors="replace")
+        if failure is not None:
+            if "InvalidAuthToken" in said or "Unauthenticated" in said:
+                raise BackendUnavailableError(
+                    f"the Ray cluster at {self.address} refused this client's authentication token",
+                    hint="a cluster started by 'ray start' uses token authentication: set RAY_AUTH_MODE=token, with its "
+                         "token in RAY_AUTH_TOKEN or ~/.ray/auth_token") from failure
+            raise BackendUnavailableError(f"cannot connect to the Ray cluster at {self.address}: {str(failure).splitlines()[0]}",
+                                          hint="start one with 'ray start --head', or use --ray local") from failure
         if self._asked is None:
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
 
