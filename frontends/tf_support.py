@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr
@@ -23,6 +22,7 @@ import numpy as np
 from onnxpress.frontends.base import require, version_of
 from onnxpress.frontends.input_spec import InputSpec
 from onnxpress.irpasses.core.errors import InvalidModelError
+from onnxpress.irpasses.core.native_output import native_stderr
 
 CONVERTER = "tf2onnx"
 
@@ -37,28 +37,6 @@ def import_tensorflow(frontend: str, extra: str) -> ModuleType:
     with native_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return require("tensorflow", frontend, extra)
-
-
-@contextmanager
-def native_stderr() -> Iterator[list[str]]:
-    """What C++ code writes to file descriptor 2 inside the block, kept (the list is filled on exit) rather than
-    printed; Python's own stderr is left alone. A no-op where descriptor 2 cannot be duplicated."""
-    kept: list[str] = []
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield kept
-        return
-    with tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield kept
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            kept.extend(sink.read().decode(errors="replace").splitlines())
 
 
 def import_tf2onnx(frontend: str, extra: str) -> ModuleType:

@@ -36,6 +36,7 @@ from onnxpress.frontends.base import (
 )
 from onnxpress.frontends.input_spec import InputSpec, input_specs, match_specs
 from onnxpress.irpasses.core.errors import DataError, InvalidModelError
+from onnxpress.irpasses.core.native_output import native_stderr
 
 EXTRA = "tflite"
 SUFFIXES = (".tflite",)
@@ -64,7 +65,7 @@ def _interpreter(path: Path) -> tuple[Any, str]:
 
 def _allocate(interpreter: Any, path: Path, runtime: str) -> None:
     try:
-        with tf_support.native_stderr():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" note
+        with native_stderr():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" note
             interpreter.allocate_tensors()
     except Exception as err:
         raise InvalidModelError(f"the {runtime} interpreter cannot prepare '{path}' to check the import: {type(err).__name__}: "
@@ -195,7 +196,7 @@ class TfliteFrontend:
             quantized = is_quantized(interpreter)
             feeds, generated = _feeds(sample, specs, seed, path)
             try:
-                with tf_support.native_stderr():
+                with native_stderr():
                     expected = _run_interpreter(interpreter, specs, feeds)
             except Exception as err:
                 raise DataError(f"the LiteRT interpreter could not run '{path}' on the samples: {type(err).__name__}: {err}") from err

@@ -216,3 +216,12 @@ def test_an_existing_ray_cluster_by_address(conv_case: dict[str, Path], tmp_path
         subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=120)
     assert main(_sweep_args(conv_case, tmp_path / "serial", pipelines="optimize;w8")) == 0
     assert (tmp_path / "cluster" / "results.json").read_bytes() == (tmp_path / "serial" / "results.json").read_bytes()
+
+
+def test_eval_data_that_does_not_fit_the_model_is_refused_first(conv_case: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "wrong.npz", y=np.zeros((2, 1, 3, 16, 16), np.float32))
+    args = _sweep_args(conv_case, tmp_path / "never", pipelines="optimize")
+    args[args.index("--eval") + 1] = str(tmp_path / "wrong.npz")
+    assert main(args) == 2
+    assert "input names do not match the model" in capsys.readouterr().err and not (tmp_path / "never").exists()

@@ -13,14 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from onnxpress.irpasses.core.errors import BackendUnavailableError, DataError
+from onnxpress.irpasses.core.native_output import native_stderr
 from onnxpress.tools.sweep.evaluate import ONE_THREAD_ENV, Outcome, Task
 from onnxpress.tools.sweep.store import SweepDir
 from onnxpress.tools.sweep.worker import job_payload, write_outcome
@@ -94,34 +94,17 @@ class LocalPool:
 
 def _ray_task(task: Task, model: Any, calib: Any, eval_samples: Any, reference: Any) -> Outcome:
     """The Ray task body: the same candidate run as a local worker's, in a process Ray starts for it alone."""
-    os.environ.update(ONE_THREAD_ENV)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # numpy was imported before the environment said one thread: best effort
-        from onnxpress.tools.sweep.evaluate import run_candidate
-
-        return run_candidate(task, model, calib, eval_samples, reference)
     from onnxpress.tools.sweep.evaluate import run_candidate
 
-    with threadpool_limits(1):
+    os.environ.update(ONE_THREAD_ENV)
+    try:  # numpy may have started its thread pool before the environment said one thread
+        from threadpoolctl import threadpool_limits
+
+        limit: Any = threadpool_limits(1)
+    except ImportError:
+        limit = contextlib.nullcontext()
+    with limit:
         return run_candidate(task, model, calib, eval_samples, reference)
-
-
-@contextlib.contextmanager
-def _stderr_captured() -> Iterator[Path]:
-    """File descriptor 2 goes to a temporary file (what native code writes included) until the block ends."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryDirectory(prefix="onnxpress-ray-") as folder:
-        path = Path(folder) / "stderr.txt"
-        with path.open("wb") as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield path
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
 
 
 def check_ray_address(address: str) -> None:
@@ -161,17 +144,17 @@ class RayPool:
 
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
                                    "configure_logging": True, "ignore_reinit_error": True}
-        with _stderr_captured() as log:  # Ray's C++ client retries for seconds, a line to fd 2 each time
+        failure = None
+        with native_stderr() as lines:  # Ray's C++ client retries for seconds, a line to fd 2 each time
             try:
                 if self.address == "local":
                     ray.init(num_cpus=self.workers, **options)
                 else:
                     ray.init(address=self.address, **options)
-                failure = None
             except (ConnectionError, RuntimeError, ValueError) as err:
                 failure = err
-            said = log.read_text(errors="replace")
         if failure is not None:
+            said = "\n".join(lines)
             if "InvalidAuthToken" in said or "Unauthenticated" in said:
                 raise BackendUnavailableError(
                     f"the Ray cluster at {self.address} refused this client's authentication token",

@@ -87,21 +87,24 @@ def _summary_line(result: dict[str, Any]) -> str:
 def run_sweep(settings: SweepSettings) -> SweepOutcome:
     start = time.perf_counter()
     import onnxpress
-
-    if settings.per_layer:
-        if settings.grid:
-            raise DataError("--per-layer and --grid do not combine: score the layers of one recipe at a time")
-        identity = _identity(settings)
-        layers = [n.name for n in onnxpress.load(settings.model).graph if n.op_type in LAYER_OPS and n.name]
-        candidates = per_layer(settings.pipelines, layers)
-    else:
-        candidates = expand(settings.pipelines, settings.grid)
-        identity = _identity(settings)
+    from onnxpress.frontends.sample_data import check_sample
     from onnxpress.tools.sweep.metrics import resolve
 
-    resolve(settings.metric)  # an unknown metric fails here, before any work
-    store = SweepDir(settings.out, identity)
+    if settings.per_layer and settings.grid:
+        raise DataError("--per-layer and --grid do not combine: score the layers of one recipe at a time")
+    if not settings.per_layer:
+        candidates = expand(settings.pipelines, settings.grid)  # bad pipelines fail before the model is read
+    resolve(settings.metric)  # an unknown metric likewise
+    identity = _identity(settings)
     eval_path = settings.eval or settings.calib
+    model = onnxpress.load(settings.model)  # a model or eval data onnxpress refuses fails here, once, named
+    eval_samples = read_samples(str(eval_path))
+    for i, sample in enumerate(eval_samples):
+        check_sample(sample, model, i)
+    if settings.per_layer:
+        candidates = per_layer(settings.pipelines, [n.name for n in model.graph if n.op_type in LAYER_OPS and n.name])
+    del model
+    store = SweepDir(settings.out, identity)
     workers = settings.workers if settings.workers is not None else (None if settings.ray else 1)
     executor: LocalPool | RayPool
     if settings.ray:
@@ -112,17 +115,10 @@ def run_sweep(settings: SweepSettings) -> SweepOutcome:
     executor.connect()  # an unreachable Ray cluster likewise
     store.open()
     try:
-        eval_samples = read_samples(str(eval_path))
         reference_path = store.root / "reference.npz"
         if reference_path.exists():
             reference = load_reference(reference_path, len(eval_samples))
         else:
-            from onnxpress.frontends.sample_data import check_sample
-
-            model = onnxpress.load(settings.model)  # a model onnxpress refuses fails here, named, not in every worker
-            for i, sample in enumerate(eval_samples):
-                check_sample(sample, model, i)
-            del model
             reference = run_outputs(str(settings.model), eval_samples)
             save_reference(reference_path, reference)
         _baseline(store, settings, eval_samples)
