@@ -76,6 +76,7 @@ def optimize(
     *,
     samples: Any = None,
     target: str | None = None,
+    cpu: str = "portable",
     verify: Verify = "end",
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
@@ -92,6 +93,8 @@ def optimize(
     """Run a pipeline (text, recipe path, or pass list) and check the result against the input.
 
     ``samples``: sample/calibration data (path to .npz or folder, dict of arrays, iterable, or callable).
+    ``cpu``: the deployment CPU for onnxruntime's integer kernels, portable|native|vnni|no-vnni (see
+    ``irpasses.quant.cpu_target``: without VNNI, int8 weights keep to +-64).
     The numeric check uses its first ``check_samples`` samples; without samples it uses generated random
     inputs and warns. ``min_cosine`` judges outputs by cosine similarity instead of rtol/atol (the default for
     pipelines with a lossy pass is 0.99). ``explain`` records, per rewrite rule, the sites that matched and the near-misses. ``sensitivity_table``: fidelity searches score every layer for the report even when all
@@ -110,7 +113,10 @@ def optimize(
     registry = registry or default_registry()
     passes = list(pipeline) if isinstance(pipeline, Sequence) and not isinstance(pipeline, str) else build_passes(pipeline, registry)
     sample_source = as_samples(samples)
-    ctx = PassContext(samples=sample_source, target=target, seed=seed)
+    from onnxpress.irpasses.quant.cpu_target import integer_target
+
+    integer_target(target, cpu)  # an unknown cpu fails before any work
+    ctx = PassContext(samples=sample_source, target=target, cpu=cpu, seed=seed)
     if explain:
         ctx.extra["explain"] = []
     if sensitivity_table:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxpress.irpasses.core.numerics import DEFAULT_ATOL, DEFAULT_RTOL
+from onnxpress.irpasses.quant.cpu_target import CPU_CHOICES
 
 DEMO_MODEL = Path(__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
 
@@ -71,6 +72,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
             passes,
             samples=_samples_arg(check_data),
             target=args.target,
+            cpu=getattr(args, "cpu", "portable"),
             verify=verify,
             rtol=args.rtol,
             atol=args.atol,
@@ -474,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="target backend the passes may emit for (default: standard ONNX only); a fidelity expression such as "
         "'cosine>=0.995' is taken as --fidelity",
     )
+    opt.add_argument("--cpu", choices=CPU_CHOICES, default="portable", help="the CPU onnxruntime's integer kernels will run on: "
+                     "portable (default: any x86-64; without VNNI, int8 weights keep to -64..64 so u8s8 sums cannot saturate), "
+                     "native (this machine's), vnni or no-vnni")
     opt.add_argument("--fidelity", help="fidelity target for quantization, e.g. 'cosine>=0.995' or 'max_abs<=0.01': "
                      "the most sensitive layers stay at higher precision until it holds on the calibration data")
     opt.add_argument("--sensitivity-table", action="store_true", help="score every layer for the report's "

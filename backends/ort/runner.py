@@ -79,16 +79,26 @@ _NUMPY_DTYPES = frozenset({
 })
 
 
+def _rewritten_by_ort(value: ir.Value) -> bool:
+    """Whether onnxruntime's own graph rewrites read this weight's bytes from the graph: DequantizeLinear ->
+    MatMul becomes MatMulNBits at ORT_ENABLE_EXTENDED, whose transformer transposes the int8 weight and fails
+    ("Missing required weight") on one handed over with add_external_initializers (issue 13, on AVX2 CPUs)."""
+    return any(use.node.op_type == "DequantizeLinear" for use in value.uses())
+
+
 def _weights_by_reference(model: ir.Model, options: ort.SessionOptions) -> tuple[bytes, list[ort.OrtValue]] | None:
     """The model as bytes without its large weights, which go to onnxruntime as arrays instead
     (``add_external_initializers``): serializing them into protobuf and parsing them back costs three
     transient copies (MiniLM: 90 MB each, per session), and a model over 2 GiB cannot be serialized at all.
+    Weights that onnxruntime's rewrites read (quantized weights behind a DequantizeLinear) stay in the bytes.
     None when no weight is worth it."""
     chosen = []
     for name, value in model.graph.initializers.items():
         tensor = value.const_value
         if tensor is None or not (value.uses() or value.is_graph_output()):
             continue  # onnxruntime drops unused initializers before it would take their arrays
+        if _rewritten_by_ort(value) and not isinstance(tensor, ir.ExternalTensor):
+            continue
         external = isinstance(tensor, ir.ExternalTensor)
         if external and tensor.dtype not in _NUMPY_DTYPES:
             return None  # a file-backed weight that cannot go as an array: the whole model goes through a folder

@@ -24,6 +24,9 @@ class PassContext:
     """Re-iterable sample/calibration data (see onnxpress.frontends.sample_data)."""
     target: str | None = None
     """Name of the target backend; passes ask it what they may emit."""
+    cpu: str = "portable"
+    """The deployment CPU for onnxruntime's integer kernels: portable (any x86-64), native (this one), vnni or
+    no-vnni (see irpasses.quant.cpu_target)."""
     seed: int = 0
     logger: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("onnxpress"))
     show_progress: bool | None = None

@@ -24,6 +24,8 @@ from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
+from onnxpress.irpasses.quant import cpu_target
+from onnxpress.irpasses.quant.cpu_target import IntegerTarget, integer_target
 from onnxpress.irpasses.quant.qparams import (
     QParams,
     add_constant,
@@ -65,8 +67,13 @@ def embedding_layers(model: ir.Model, min_elements: int, nested: bool = False) -
 
 
 class _Builder:
-    def __init__(self, model: ir.Model, cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] | None = None) -> None:
+    def __init__(
+        self, model: ir.Model, cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] | None = None,
+        integer: IntegerTarget | None = None,
+    ) -> None:
         self.model, self.graph = model, model.graph
+        self.integer = integer or integer_target(None, "portable")
+        """Which weight range the integer kernels take, and whether weight-only layers stay DequantizeLinear."""
         self.cache = {} if cache is None else cache
         """Quantized weights by id of the float tensor: the fidelity search quantizes clones that share
         tensors, so each weight is quantized once, not once per trial (MiniLM: its 47 MB embedding table,
@@ -88,18 +95,20 @@ class _Builder:
         replace_node(node.graph, node, new_nodes)
 
 
-def _int8_columns(builder: _Builder, node: ir.Node, rows: np.ndarray | None = None, variant: str = "scaled rows") -> tuple[str, ir.Value, ir.Value, ir.Value, int]:
-    """The MatMul's weight (times ``rows`` per row) as int8 per column: (name base, int8 weight, zero
-    points, scales, bytes saved)."""
+def _int8_columns(
+    builder: _Builder, node: ir.Node, rows: np.ndarray | None = None, variant: str = "scaled rows", qmax: int = 127
+) -> tuple[str, ir.Value, ir.Value, ir.Value, int]:
+    """The MatMul's weight (times ``rows`` per row) as int8 per column within +-``qmax``: (name base, int8
+    weight, zero points, scales, bytes saved)."""
     tensor = node.inputs[1].const_value
 
     def columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if rows is not None:
             weight = weight * rows[:, None]
-        q, qp = quantize_weight(weight, axis=1, search=False)  # clipping transformer weight outliers costs retrieval
+        q, qp = quantize_weight(weight, axis=1, search=False, qmax=qmax)  # clipping transformer weight outliers costs retrieval
         return q, qp.scale.astype(np.float32)
 
-    q, scale = builder.quantized(tensor, columns, variant if rows is not None else "")
+    q, scale = builder.quantized(tensor, columns, f"{variant if rows is not None else ''} {qmax}")
     base = node.name or node.outputs[0].name or "matmul"
     wq = builder.constant(f"{base}_weight_int8", q)
     wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
@@ -139,7 +148,7 @@ def quantize_matmul(builder: _Builder, node: ir.Node, scaled: tuple[ir.Value, In
     compute x * inverse and are not in the graph yet) to quantize instead of x."""
     x = node.inputs[0]
     source, scaling, before = (x, None, []) if scaled is None else scaled
-    base, wq, wzp, wscale, saved = _int8_columns(builder, node, None if scaling is None else scaling.rows)
+    base, wq, wzp, wscale, saved = _int8_columns(builder, node, None if scaling is None else scaling.rows, qmax=builder.integer.weight_max)
     dql = ir.node("DynamicQuantizeLinear", [source], num_outputs=3, name=f"{base}_DynamicQuantizeLinear")
     mmi = ir.node("MatMulInteger", [dql.outputs[0], wq, dql.outputs[2], wzp], name=f"{base}_MatMulInteger")
     cast = ir.node("Cast", [mmi.outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_Cast")
@@ -163,9 +172,11 @@ def _add_outlier_path(builder: _Builder, node: ir.Node, base: str, outliers: np.
 
 
 def weight_only_matmul(builder: _Builder, node: ir.Node, masked: tuple[ir.Value, np.ndarray, list[ir.Node]] | None = None) -> int:
-    """int8 per-column weight behind a DequantizeLinear. onnxruntime turns DQ -> MatMul into MatMulNBits (8-bit,
-    accuracy level 4: activations quantized per block of 32, far finer than per tensor); measured on MiniLM
-    against int8 weights folded to float at load (Cast*scale): retrieval 0.978 vs 0.969, 3.53 vs 4.33 ms.
+    """int8 per-column weight with float activations. On a CPU with VNNI it stays behind a DequantizeLinear:
+    onnxruntime turns DQ -> MatMul into MatMulNBits (8-bit, accuracy level 4: activations quantized per block of
+    32, far finer than per tensor); measured on MiniLM (AVX-512 VNNI) against int8 weights folded to float at
+    load (Cast*scale): retrieval 0.978 vs 0.969, 3.53 vs 4.33 ms. Without VNNI that MatMulNBits is slower than
+    float (issue 13: MiniLM 1.68x float on an AVX2 EPYC), so the portable form is the folded one.
     ``masked``: (x with its outlier channels zeroed, the outlier channels, nodes computing it not yet in the
     graph): those channels' weight rows are zero in int8 and multiply in float instead, as at full level
     (MiniLM layer 0's FFN output: weight-only alone 0.99923 -> see the sensitivity table)."""
@@ -175,22 +186,28 @@ def weight_only_matmul(builder: _Builder, node: ir.Node, masked: tuple[ir.Value,
         rows = np.ones(node.inputs[1].const_value.shape[0], dtype=np.float32)
         rows[outliers] = 0.0
     base, wq, wzp, wscale, saved = _int8_columns(builder, node, rows, "masked rows")
-    dq = ir.node("DequantizeLinear", [wq, wscale, wzp], attributes={"axis": 1}, name=f"{base}_weight_DequantizeLinear")
-    mm = ir.node("MatMul", [x, dq.outputs[0]], name=f"{base}_weight_only")
-    nodes = [*before, dq, mm]
+    if builder.integer.weight_only_kernel:
+        weight = ir.node("DequantizeLinear", [wq, wscale, wzp], attributes={"axis": 1}, name=f"{base}_weight_DequantizeLinear")
+        dequantize = [weight]
+    else:  # Cast and Mul on constants: folded into a float weight when the session loads
+        cast = ir.node("Cast", [wq], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_weight_int8_Cast")
+        weight = ir.node("Mul", [cast.outputs[0], wscale], name=f"{base}_weight_int8_dequantize")
+        dequantize = [cast, weight]
+    mm = ir.node("MatMul", [x, weight.outputs[0]], name=f"{base}_weight_only")
+    nodes = [*before, *dequantize, mm]
     if outliers is not None:
         saved -= _add_outlier_path(builder, node, base, outliers, nodes)
     builder.replace(node, nodes)
     return saved
 
 
-def _int8_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int8 codes and one scale per row, with one float32 temporary of the table's size."""
+def _int8_rows(table: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes within +-``qmax`` and one scale per row, with one float32 temporary of the table's size."""
     scale = np.maximum(table.max(axis=1, keepdims=True), -table.min(axis=1, keepdims=True)).astype(np.float32)
-    scale = np.where(scale == 0, np.float32(1.0), scale / np.float32(127.0)).astype(np.float32)
+    scale = np.where(scale == 0, np.float32(1.0), scale / np.float32(qmax)).astype(np.float32)
     q = np.divide(table, scale, dtype=np.float32)
     np.rint(q, out=q)
-    np.clip(q, -127, 127, out=q)
+    np.clip(q, -qmax, qmax, out=q)
     return q.astype(np.int8), scale
 
 
@@ -232,14 +249,16 @@ def quantize_recurrent(builder: _Builder, node: ir.Node, integer_kernel: bool) -
     base = node.name or node.outputs[0].name or "lstm"
     saved = 0
     weights = []
+    kernel = integer_kernel and node.op_type == "LSTM"
+    qmax = builder.integer.weight_max if kernel else 127  # DynamicQuantizeLSTM multiplies u8 by s8 like MatMulInteger
     for index, label in ((1, "W"), (2, "R")):
         tensor = node.inputs[index].const_value
         directions, rows, columns = tensor.shape
-        q, scale = builder.quantized(tensor, lambda w: _int8_rows(w.reshape(-1, w.shape[-1])), "lstm rows")
+        q, scale = builder.quantized(tensor, lambda w: _int8_rows(w.reshape(-1, w.shape[-1]), qmax), f"lstm rows {qmax}")
         q, scale = q.reshape(directions, rows, columns), scale.reshape(directions, rows)
         saved += tensor.nbytes - q.nbytes - scale.nbytes
         weights.append((label, q, scale))
-    if integer_kernel and node.op_type == "LSTM":
+    if kernel:
         inputs = [node.inputs[0]]
         for label, q, _ in weights:
             inputs.append(builder.constant(f"{base}_{label}_int8", np.ascontiguousarray(q.transpose(0, 2, 1))))
@@ -263,12 +282,12 @@ def quantize_recurrent(builder: _Builder, node: ir.Node, integer_kernel: bool) -
     return saved
 
 
-def quantize_recurrents(model: ir.Model, integer_kernel: bool, exclude: list[str]) -> tuple[int, int]:
+def quantize_recurrents(model: ir.Model, integer_kernel: bool, exclude: list[str], integer: IntegerTarget | None = None) -> tuple[int, int]:
     """Every LSTM/GRU/RNN with constant weights (see ``quantize_recurrent``), not excluded: (how many, bytes
     saved). For passes without a builder of their own (qdq)."""
     from onnxpress.irpasses.quant.placement import excluded_by
 
-    builder, count, saved = _Builder(model), 0, 0
+    builder, count, saved = _Builder(model, integer=integer), 0, 0
     for node in recurrent_layers(model):
         if excluded_by(node, exclude) is None:
             saved += quantize_recurrent(builder, node, integer_kernel)
@@ -334,7 +353,7 @@ class DynamicQuant(Pass):
         from onnxpress.irpasses.quant.placement import excluded_by
         from onnxpress.irpasses.quant.smooth_quant import smoothing_mul
 
-        builder = _Builder(model, self._cache)
+        builder = _Builder(model, self._cache, self._integer)
         saved = matmuls = tables = recurrents = 0
         shared: dict[tuple[str, int], ir.Value] = {}
 
@@ -380,6 +399,7 @@ class DynamicQuant(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         self._cache: dict[tuple[int, str], tuple[Any, np.ndarray, np.ndarray]] = {}
         self._target = ctx.target
+        self._integer = cpu_target.from_context(ctx)
         from onnxpress.irpasses.quant.gemm_split import split_gemms
 
         split_gemms(model, self.min_elements, self.exclude)  # Linear layers exported or fused as Gemm

@@ -228,17 +228,19 @@ def gptq_quantize(
     return codes.reshape(n, blocks, block), scales.astype(np.float32), zeros
 
 
-def int8_per_channel(weight: np.ndarray, prepared: Prepared, scale_fn: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def int8_per_channel(
+    weight: np.ndarray, prepared: Prepared, scale_fn: Callable[[np.ndarray], np.ndarray], qmax: int = 127
+) -> tuple[np.ndarray, np.ndarray]:
     """GPTQ for symmetric int8 with one scale per output column of a [K, N] weight (``scale_fn``: [N, K]
-    weights -> [N] scales). Returns the int8 [K, N] weight and the scales."""
+    weights -> [N] scales for codes within +-``qmax``). Returns the int8 [K, N] weight and the scales."""
     k, n = weight.shape
 
     def scales(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = scale_fn(group.reshape(n, k)).reshape(n, 1, 1)
-        return s, np.full(s.shape, 127.0)
+        return s, np.full(s.shape, float(qmax))
 
-    codes, scale, _ = gptq_quantize(weight, prepared, k, 254, scales)
-    return (codes.reshape(n, k).astype(np.int16) - 127).astype(np.int8).T, scale.reshape(n)
+    codes, scale, _ = gptq_quantize(weight, prepared, k, 2 * qmax, scales)
+    return (codes.reshape(n, k).astype(np.int16) - qmax).astype(np.int8).T, scale.reshape(n)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from onnxpress.irpasses.core.errors import DataError, PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
 from onnxpress.irpasses.core.progress import progress
 from onnxpress.irpasses.core.properties import CONSTANTS_LIFTED, TOPO_SORTED
-from onnxpress.irpasses.quant import calibrators
+from onnxpress.irpasses.quant import calibrators, cpu_target
 from onnxpress.irpasses.quant.collect import (
     Accumulator,
     collect_histograms,
@@ -193,6 +193,7 @@ class QDQ(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         self._target = ctx.target
+        self._integer = cpu_target.from_context(ctx)
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
         if opset < 13:
             raise PassOptionError(
@@ -240,7 +241,7 @@ class QDQ(Pass):
             return 0
         from onnxpress.irpasses.quant.dynamic import quantize_recurrents
 
-        count, _ = quantize_recurrents(model, ctx.target == "ort", self.exclude)
+        count, _ = quantize_recurrents(model, ctx.target == "ort", self.exclude, self._integer)
         if count:
             remove_unused(model)
         return count
@@ -307,22 +308,15 @@ class QDQ(Pass):
                 grams.setdefault(node.inputs[0].name, gptq.GramMatrix(view.input_axis, seed=ctx.seed))
         return layers, grams
 
-    def _gptq_round(self, layers: dict[str, tuple[Site, Any]], grams: dict[str, Any]) -> dict[str, tuple[np.ndarray, QParams]]:
-        """int8 weights rounded by GPTQ for those layers, by node name (computed once: the sensitivity search
-        re-applies them to every trial)."""
+    def _gptq_round(self, layers: dict[str, tuple[Site, Any]], grams: dict[str, Any]) -> _GptqRounding:
+        """int8 weights rounded by GPTQ for those layers, by node name, each computed once when first asked (the
+        sensitivity search re-applies them to every trial; a layer folded to float wants the full range, one
+        read by an integer kernel maybe the reduced one)."""
         from onnxpress.irpasses.quant import gptq
-        from onnxpress.irpasses.quant.qparams import mse_scale
 
         plans = {name: gptq.prepare(g.hessian()) for name, g in grams.items() if not g.empty}
-        rounded = {}
-        for name, (site, view) in layers.items():
-            plan = plans.get(site.node.inputs[0].name)
-            if plan is None:
-                continue
-            weight = site.node.inputs[1].const_value.numpy()
-            q_kn, scale = gptq.int8_per_channel(view.to_kn(weight.astype(np.float32)), plan, lambda w: mse_scale(w, np.abs(w).max(axis=1), 0))
-            rounded[name] = (view.from_kn(q_kn, weight.shape), QParams(scale, np.zeros_like(scale, dtype=np.int8), ir.DataType.INT8))
-        return rounded
+        return _GptqRounding({name: (site, view, plans[site.node.inputs[0].name]) for name, (site, view) in layers.items()
+                              if site.node.inputs[0].name in plans})
 
     def _search(self, model: ir.Model, ctx: PassContext, samples: Any, stats: dict[str, TensorHistogram], info: dict) -> Placement:
         from onnxpress.irpasses.quant import sensitivity
@@ -378,7 +372,9 @@ class QDQ(Pass):
             if window is not None:  # range the consumers cannot see is wasted precision
                 lo, hi = max(lo, window[0]), min(hi, window[1])
             act[value.name] = activation_qparams(lo, hi, self._activations)
-        rewriter = _Rewriter(model, "fp8" if self._activations == "fp8" else "int8", self.per_channel, getattr(self, "_rounded", {}))
+        weight_max = self._integer.weight_max if self._activations == "uint8" else 127  # s8 x s8 (TensorRT) cannot saturate
+        kind = "fp8" if self._activations == "fp8" else "int8"
+        rewriter = _Rewriter(model, kind, self.per_channel, getattr(self, "_rounded", None), weight_max)
         names = [v.name for v in values]  # absorbing a Relu moves its output's name to the Conv output
         site_inputs = [site.node.inputs[0].name for site in placement.sites]
         renamed = {}
@@ -455,15 +451,45 @@ def output_shift(node: ir.Node, error: np.ndarray, mean: np.ndarray) -> np.ndarr
     return mean @ error if mean.size == error.shape[0] else None
 
 
+class _GptqRounding:
+    """GPTQ-rounded int8 weights by (node name, largest code), computed on first use."""
+
+    def __init__(self, layers: dict[str, tuple[Site, Any, Any]]) -> None:
+        self._layers = layers
+        self._done: dict[tuple[str, int], tuple[np.ndarray, QParams]] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._layers
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def get(self, name: str, qmax: int) -> tuple[np.ndarray, QParams]:
+        from onnxpress.irpasses.quant import gptq
+        from onnxpress.irpasses.quant.qparams import mse_scale
+
+        if (name, qmax) not in self._done:
+            site, view, plan = self._layers[name]
+            weight = site.node.inputs[1].const_value.numpy()
+            q_kn, scale = gptq.int8_per_channel(
+                view.to_kn(weight.astype(np.float32)), plan, lambda w: mse_scale(w, np.abs(w).max(axis=1), 0, qmax=qmax), qmax=qmax
+            )
+            qp = QParams(scale, np.zeros_like(scale, dtype=np.int8), ir.DataType.INT8)
+            self._done[name, qmax] = (view.from_kn(q_kn, weight.shape), qp)
+        return self._done[name, qmax]
+
+
 class _Rewriter:
     """Inserts the Q/DQ nodes, each in the graph of the node it serves (If/Loop/Scan bodies too); constants go
     to the main graph, which bodies see; shared weights get one DequantizeLinear per graph."""
 
     def __init__(
-        self, model: ir.Model, weight_kind: str, per_channel: bool, rounded: dict[str, tuple[np.ndarray, QParams]] | None = None
+        self, model: ir.Model, weight_kind: str, per_channel: bool, rounded: _GptqRounding | None = None, weight_max: int = 127
     ) -> None:
         self.model, self.graph = model, model.graph
-        self.rounded = rounded or {}
+        self.rounded = rounded if rounded is not None else _GptqRounding({})
+        self.weight_max = weight_max
+        """Largest |int8 weight| behind a DequantizeLinear (read by integer kernels); folded weights use 127."""
         self.weight_kind, self.per_channel = weight_kind, per_channel
         self.weights: dict[object, ir.Value] = {}
         self.relus_absorbed = 0
@@ -543,7 +569,7 @@ class _Rewriter:
             self.weights[key] = self._folded_weight(node, weight_value, axis)
         if key not in self.weights:
             weight = weight_value.const_value.numpy()
-            q, qp = self._int8(node, weight, axis, self.weight_kind)
+            q, qp = self._int8(node, weight, axis, self.weight_kind, self.weight_max)
             base = weight_value.name or f"{node.name}_weight"
             qw = self._constant(f"{base}_quantized", q)
             scale = self._constant(f"{base}_scale", qp.scale)
@@ -570,11 +596,11 @@ class _Rewriter:
         if len(node.inputs) > 2 and input_qp is not None and self.weight_kind == "int8":
             self._quantize_bias(node, input_qp, dq_out.producer().meta["weight_scale"])
 
-    def _int8(self, node: ir.Node, weight: np.ndarray, axis: int | None, kind: str) -> tuple[np.ndarray, QParams]:
+    def _int8(self, node: ir.Node, weight: np.ndarray, axis: int | None, kind: str, qmax: int = 127) -> tuple[np.ndarray, QParams]:
         """The GPTQ-rounded weight when there is one for this layer (per channel int8), else round to nearest."""
         if kind == "int8" and axis is not None and node.name in self.rounded:
-            return self.rounded[node.name]
-        return quantize_weight(weight, axis, kind)
+            return self.rounded.get(node.name, qmax)
+        return quantize_weight(weight, axis, kind, qmax=qmax if kind == "int8" else 127)
 
     def _folded_weight(self, node: ir.Node, weight_value: ir.Value, axis: int | None) -> ir.Value:
         weight = weight_value.const_value.numpy()

@@ -49,9 +49,12 @@ def _fp8_zero() -> np.ndarray:
     return np.array(0, dtype=ml_dtypes.float8_e4m3fn)
 
 
-def quantize_weight(weight: np.ndarray, axis: int | None, kind: str = "int8", search: bool = True) -> tuple[np.ndarray, QParams]:
+def quantize_weight(
+    weight: np.ndarray, axis: int | None, kind: str = "int8", search: bool = True, qmax: int = 127
+) -> tuple[np.ndarray, QParams]:
     """Symmetric quantization of a weight, per channel along ``axis`` (None: one scale for the tensor);
-    ``search`` picks each channel's scale by least squared error instead of from its maximum alone."""
+    ``search`` picks each channel's scale by least squared error instead of from its maximum alone. ``qmax``:
+    the largest code (64 where the integer kernels may saturate, see cpu_target)."""
     w = weight.astype(np.float32)
     if axis is None:
         amax = np.abs(w).max(keepdims=False)
@@ -68,25 +71,25 @@ def quantize_weight(weight: np.ndarray, axis: int | None, kind: str = "int8", se
         scale = (amax / FP8_E4M3_MAX).astype(np.float32)
         q = (w / scale.reshape(shape)).astype(ml_dtypes.float8_e4m3fn)
         return q, QParams(scale, np.zeros_like(scale, dtype=ml_dtypes.float8_e4m3fn), ir.DataType.FLOAT8E4M3FN)
-    scale = mse_scale(w, amax, axis) if search else (amax / 127.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    scale = mse_scale(w, amax, axis, qmax=qmax) if search else (amax / qmax).astype(np.float32)
+    q = np.clip(np.rint(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
     return q, QParams(scale, np.zeros_like(scale, dtype=np.int8), ir.DataType.INT8)
 
 
-def mse_scale(w: np.ndarray, amax: np.ndarray, axis: int | None, grid: int = 20) -> np.ndarray:
-    """Per channel, the scale among amax * [0.5 .. 1] / 127 with the least squared error: heavy-tailed
+def mse_scale(w: np.ndarray, amax: np.ndarray, axis: int | None, grid: int = 20, qmax: int = 127) -> np.ndarray:
+    """Per channel, the scale among amax * [0.5 .. 1] / qmax with the least squared error: heavy-tailed
     channels lose less by clipping a few large weights than by rounding all the small ones coarsely."""
     moved = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     moved = np.ascontiguousarray(moved, dtype=np.float32)
     peak = np.reshape(amax, (-1, 1)).astype(np.float32)
     peak = np.where(peak == 0, 1.0, peak)  # an all-zero channel: any scale is exact
-    best_scale, best_err = peak / 127.0, np.full(peak.shape, np.inf)
+    best_scale, best_err = peak / qmax, np.full(peak.shape, np.inf)
     error = np.empty_like(moved)  # one buffer reused in place: 2.5x faster than temporaries per step
     for ratio in np.linspace(0.5, 1.0, grid):
-        scale = (peak * ratio / 127.0).astype(np.float32)
+        scale = (peak * ratio / qmax).astype(np.float32)
         np.divide(moved, scale, out=error)
         np.rint(error, out=error)
-        np.clip(error, -127, 127, out=error)
+        np.clip(error, -qmax, qmax, out=error)
         np.multiply(error, scale, out=error)
         np.subtract(error, moved, out=error)
         err = np.einsum("ij,ij->i", error, error)[:, None]

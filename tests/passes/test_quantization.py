@@ -137,8 +137,9 @@ def test_dynamic_quant_uses_integer_matmuls_and_int8_tables() -> None:
     assert report.records[-1].stats["embeddings_quantized"] == 1
 
 
+@pytest.mark.parametrize("cpu", ["portable", "vnni"])
 @pytest.mark.parametrize("target", ["0.9999", "0.99995", "0.99"])
-def test_dynamic_quant_fidelity_search_takes_sensitive_matmuls_out(target: str) -> None:
+def test_dynamic_quant_fidelity_search_takes_sensitive_matmuls_out(target: str, cpu: str) -> None:
     from onnxpress.frontends.sample_data import as_samples
     from onnxpress.irpasses.core import PassContext, PassManager, build_passes
 
@@ -146,7 +147,7 @@ def test_dynamic_quant_fidelity_search_takes_sensitive_matmuls_out(target: str) 
     samples = {"x": rng.standard_normal((4, 3, 8)).astype(np.float32), "ids": rng.integers(0, 512, (4, 3, 5)).astype(np.int64)}
     model = onnxpress.load(embedding_mlp())
     reference = onnxpress.load(embedding_mlp())
-    ctx = PassContext(samples=as_samples(samples))
+    ctx = PassContext(samples=as_samples(samples), cpu=cpu)
     ctx.extra["sensitivity_table"] = True  # the per-layer levels below, even where every layer at full meets the target
     PassManager(build_passes(f'dynamic-quant{{min_elements=1024,fidelity="cosine>={target}"}}'), ctx=ctx).run(model)
     info = ctx.extra["quantization"]
@@ -154,7 +155,11 @@ def test_dynamic_quant_fidelity_search_takes_sensitive_matmuls_out(target: str) 
     ops = op_types(model)
     assert ops.count("MatMulInteger") == sum(level == "full" for level in levels.values())
     assert ops.count("MatMul") == sum(level != "full" for level in levels.values())
-    assert ops.count("DequantizeLinear") == sum(level == "reduced" for level in levels.values())
+    reduced = sum(level == "reduced" for level in levels.values())
+    # weight-only: DequantizeLinear (MatMulNBits, fast with VNNI), else Cast * scale folded to float at load
+    folded = sum(n.op_type == "Cast" and n.name.endswith("_weight_int8_Cast") for n in model.graph)
+    assert (ops.count("DequantizeLinear"), folded) == ((reduced, 0) if cpu == "vnni" else (0, reduced))
+    assert info["cpu"]["weight_max"] == (127 if cpu == "vnni" else 64)
     assert info["fidelity"]["met"]
     x, ids = samples["x"][0], samples["ids"][0]
     assert cosine(run(reference, x=x, ids=ids)[0], run(model, x=x, ids=ids)[0]) >= float(target) - 1e-6
@@ -231,7 +236,8 @@ def test_smooth_quant_is_exact_in_float_and_cuts_int8_error_from_outlier_channel
         np.testing.assert_allclose(run(smoothed, x=x)[0], run(reference, x=x)[0], rtol=1e-4, atol=1e-4)
     errors = {}
     for label, pipeline in (("plain", "dynamic-quant{min_elements=16}"), ("smoothed", "smooth-quant{min_elements=16},dynamic-quant{min_elements=16}")):
-        out, _ = onnxpress.optimize(onnxpress.load(model), pipeline, samples=calibration, verify="off")
+        # full int8 weights (cpu=vnni): what is measured is smoothing's effect on the activation step
+        out, _ = onnxpress.optimize(onnxpress.load(model), pipeline, samples=calibration, verify="off", cpu="vnni")
         errors[label] = sum(np.linalg.norm(run(out, x=x)[0] - run(reference, x=x)[0]) for x in held_out)
     assert errors["smoothed"] < 0.5 * errors["plain"], errors
 
@@ -252,7 +258,8 @@ def test_dynamic_quant_smooths_only_the_layers_it_quantizes_in_full() -> None:
         ("built in", "dynamic-quant{min_elements=16,smooth=0.8}"),
         ("plain", "dynamic-quant{min_elements=16}"),
     ):
-        out, _ = onnxpress.optimize(onnxpress.load(model), pipeline, samples=calibration, verify="off")
+        # full int8 weights (cpu=vnni): what is measured is smoothing's effect on the activation step
+        out, _ = onnxpress.optimize(onnxpress.load(model), pipeline, samples=calibration, verify="off", cpu="vnni")
         outputs[label] = [run(out, x=h)[0] for h in held_out]
     for a, b in zip(outputs["separate"], outputs["built in"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -303,8 +310,11 @@ def test_weight_only_level_also_takes_outlier_channels_in_float() -> None:
     x[..., [3, 17, 40]] *= 60.0
     model = onnxpress.load(_two_consumer_matmuls(k=256, n=256))
     reference = onnxpress.load(_two_consumer_matmuls(k=256, n=256))
+    from onnxpress.irpasses.quant.cpu_target import integer_target
+
     quant = DynamicQuant(min_elements=16, smooth=0.5, outliers=6)
     quant._cache, quant._scaling = {}, quant._plan_scaling(model, PassContext(samples=[{"x": s} for s in x]))
+    quant._integer = integer_target(None, "vnni")  # weight-only as DequantizeLinear (MatMulNBits)
     quant._quantize(model, {"mm1": REDUCED, "mm2": FULL})
     ops = [n.op_type for n in model.graph]
     assert ops.count("Gather") == 2 and ops.count("DequantizeLinear") == 1 and ops.count("DynamicQuantizeLinear") == 1
