@@ -319,3 +319,146 @@ def full_integer_tflite(net: object, size: int, calibration: np.ndarray, folder:
         warnings.simplefilter("ignore")
         path.write_bytes(converter.convert())
     return path
+
+
+# --- Unseen models for tools/bench unseen (issue 13): magika, NudeNet -------------------------------------------
+
+def magika_model() -> Path:
+    """Google magika's content-type classifier (standard_v3_3: bytes -> embedding, one Conv, attention-like pooling,
+    214 classes), the model file inside the installed magika wheel."""
+    return _package_dir("magika") / "models" / "standard_v3_3" / "model.onnx"
+
+
+@functools.lru_cache(maxsize=1)
+def _typed_files() -> tuple[tuple[str, tuple[Path, ...]], ...]:
+    """Files of this Python installation (the standard library and the installed packages) grouped by extension,
+    each group in a fixed order (a hash of the path relative to its root), so the choice is the same wherever the
+    same pinned packages are installed."""
+    import hashlib
+    import sysconfig
+
+    roots = sorted({Path(sysconfig.get_paths()[k]) for k in ("stdlib", "purelib", "platlib")})
+    groups: dict[str, list[tuple[str, Path]]] = {}
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", "site-packages", "dist-packages"))  # packages: purelib only
+            for name in files:
+                suffix = Path(name).suffix.lower()
+                if 1 < len(suffix) <= 6 and suffix[1:].isalnum():
+                    path = Path(folder) / name
+                    key = hashlib.sha1(str(path.relative_to(root)).encode()).hexdigest()
+                    groups.setdefault(suffix, []).append((key, path))
+    return tuple((s, tuple(p for _, p in sorted(v))) for s, v in sorted(groups.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def _magika_features() -> tuple[np.ndarray, tuple[Path, ...]]:
+    """Every usable file's model input, taken round-robin over extensions (one .py, one .json, one .so, one .png,
+    ... then the second of each), read through magika's own feature extraction (first and last 1024 bytes after
+    stripping whitespace, padded with 256); files magika answers without its model (empty, under 8 bytes) and
+    inputs identical to an earlier one are skipped. At most 40 files per extension, so no type dominates."""
+    import io
+
+    from magika import Magika
+    from magika.types.seekable import Seekable
+
+    magika = Magika()
+    queues = [list(paths[:40]) for _, paths in _typed_files()]
+    rows, chosen, seen = [], [], set()
+    while any(queues):
+        for queue in queues:
+            if not queue:
+                continue
+            path = queue.pop(0)
+            try:
+                with open(path, "rb") as f:
+                    result, features = magika._get_result_or_features_from_seekable(Seekable(io.BytesIO(f.read(1 << 22))))
+            except OSError:
+                continue
+            if features is None:
+                continue
+            row = np.array(features.beg[:1024] + features.end[-1024:], dtype=np.int32)
+            if row.tobytes() not in seen:
+                seen.add(row.tobytes())
+                rows.append(row)
+                chosen.append(path)
+    return np.stack(rows), tuple(chosen)
+
+
+MAGIKA_EVAL_OFFSET = 400  # calibration sets come from inputs [0, 400), evaluation from 400 on: disjoint
+
+
+def magika_samples(count: int, offset: int = 0) -> list[dict[str, np.ndarray]]:
+    """``count`` magika inputs ({"bytes": int32 [1, 2048]}) from real files, starting at ``offset`` in the
+    type-balanced order. Calibration: ``offset=32 * k`` for the k-th set (< MAGIKA_EVAL_OFFSET); evaluation:
+    ``offset=MAGIKA_EVAL_OFFSET``."""
+    rows, _ = _magika_features()
+    if offset + count > len(rows):
+        raise ValueError(f"only {len(rows)} distinct files for magika")
+    return [{"bytes": rows[i : i + 1]} for i in range(offset, offset + count)]
+
+
+def magika_files(count: int, offset: int = 0) -> tuple[Path, ...]:
+    """The files behind ``magika_samples(count, offset)``."""
+    return _magika_features()[1][offset : offset + count]
+
+
+def nudenet_model() -> Path:
+    """NudeNet 3.4's detector: YOLOv8n at 320x320 (18 classes, body parts and male/female faces; output
+    [1, 22, 2100] = 4 box + 18 class scores per anchor), the file inside the nudenet wheel."""
+    return _package_dir("nudenet") / "320n.onnx"
+
+
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Photos shipped inside installed wheels, as BGR uint8: people (scikit-image's astronaut, matplotlib's
+    grace_hopper), others (scikit-image's coffee/chelsea/rocket, scikit-learn's china/flower), and LFW's 100
+    face crops (25x25 grey, scikit-image's lfw_subset)."""
+    import matplotlib
+    import skimage.data as data
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    def bgr(rgb: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(rgb[:, :, 2::-1])
+
+    hopper = np.asarray(Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB"))
+    people = [bgr(data.astronaut()), bgr(hopper)]
+    others = [bgr(data.coffee()), bgr(data.chelsea()), bgr(data.rocket())] + [bgr(im) for im in load_sample_images().images]
+    return people, others, data.lfw_subset()[:100]
+
+
+def detector_photos(count: int, seed: int = 0, evaluation: bool = False) -> list[np.ndarray]:
+    """Real photos as BGR uint8 images of varied size and aspect, in turn: a crop of a photo of a person, an LFW face
+    (upscaled 3-6x), a crop of another photo (flipped at random). LFW faces 0-69 are for evaluation, 70-99 for
+    calibration; photo crops are drawn from separate random streams (``seed`` for calibration, 10**6 + seed for
+    evaluation), so calibration and evaluation images differ, though crops of one photo may overlap in content."""
+    import cv2
+
+    people, others, faces = _photos()
+    rng = np.random.default_rng(10**6 + seed if evaluation else seed)
+    face_ids = rng.permutation(70) if evaluation else 70 + rng.permutation(30)
+    out = []
+    for i in range(count):
+        if i % 3 == 1:
+            face = (faces[face_ids[(i // 3) % len(face_ids)]] * 255).astype(np.uint8)
+            side = int(rng.integers(75, 150))
+            out.append(cv2.cvtColor(cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR))
+            continue
+        pool = people if i % 3 == 0 else others
+        image = pool[int(rng.integers(len(pool)))]
+        h, w = image.shape[:2]
+        ch = int(rng.integers(h // 2, h + 1))
+        cw = min(w, max(w // 3, int(ch * rng.uniform(0.75, 1.33))))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = image[y : y + ch, x : x + cw]
+        out.append(np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop))
+    return out
+
+
+def nudenet_samples(images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """NudeNet's own preprocessing (``nudenet.nudenet._read_image``: pad right/bottom to a square, resize to 320,
+    /255, BGR -> RGB): {"images": float32 [1, 3, 320, 320]} per image."""
+    from nudenet.nudenet import _read_image
+
+    return [{"images": _read_image(image, 320)[0]} for image in images]

@@ -17,6 +17,12 @@ SparseGPT, +- permutation) on MiniLM and det/rec, and MiniLM latency of sparse-2
 ``python -m onnxpress.tools.bench sweep`` -- ``onnxpress sweep`` on det and MiniLM: serial vs 2 local workers vs a
 2-worker Ray cluster (transform+fidelity wall time), identical results, the Pareto front with latencies.
 
+``python -m onnxpress.tools.bench unseen [--no-latency]`` -- int8 on real models never tuned on (magika, NudeNet
+YOLOv8n) against onnxruntime's quantizers; fidelity with ORT optimizations off and on, three calibration sets.
+
+``python -m onnxpress.tools.bench portability`` -- `--cpu portable` against `--cpu vnni` on the quant suite's
+models: task metric with float kernels, with this CPU's integer kernels, and on qemu's AVX2 CPU without VNNI.
+
 ``python -m onnxpress.tools.bench io`` -- load -> cleanup -> save on a generated 1.2 GB / 12.7k-node model
 with external data, against raw onnx, onnx-graphsurgeon and onnxslim: wall time and peak RSS per process.
 Results go to ``bench-out/`` (JSON) and are printed as a Markdown table for BENCHMARKS.md.
@@ -113,17 +119,22 @@ def machine() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="io", choices=["io", "backends", "fusion", "quant", "kernels", "compress", "lowrank", "sparsity", "fuzz", "sweep", "frontends"])
+    suites = ["io", "backends", "fusion", "quant", "kernels", "compress", "lowrank", "sparsity", "fuzz", "sweep", "frontends", "unseen", "portability"]
+    parser.add_argument("suite", nargs="?", default="io", choices=suites)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
-    parser.add_argument("--models", help="quant suite: a comma-separated subset of minilm,det,rec,cls,orient")
+    parser.add_argument("--models", help="quant suite: a comma-separated subset of minilm,det,rec,cls,orient; unseen: of magika,nudenet")
+    parser.add_argument("--no-latency", action="store_true", help="unseen suite: skip latency (sets ONNXPRESS_BENCH_LATENCY=0)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.no_latency:
+        os.environ["ONNXPRESS_BENCH_LATENCY"] = "0"
     if args.suite != "io":
         module = importlib.import_module(f"onnxpress.tools.bench.{args.suite}_suite")
         run = getattr(module, f"bench_{args.suite}")
-        rows = run(tuple(args.models.split(","))) if args.suite in ("quant", "compress", "sparsity", "sweep") and args.models else run()
+        subsets = ("quant", "compress", "sparsity", "sweep", "unseen", "portability")
+        rows = run(tuple(args.models.split(","))) if args.suite in subsets and args.models else run()
         (args.out / f"{args.suite}.json").write_text(json.dumps({"machine": machine(), args.suite: rows}, indent=2))
         print("\n" + module.markdown(rows))
         if hasattr(module, "plot"):
