@@ -51,10 +51,12 @@ def _one_layer(node: ir.Node, input_shape: Sequence[int], int8: bool, weight_axi
         nodes += [q, dq, dqw]
         source, w = dq.outputs[0], dqw.outputs[0]
         b = None
-        if bias is not None:
-            dqb = ir.node("DequantizeLinear", [constant("bq", np.zeros(bias.shape, np.int32)), constant("bs", scales * 0.05)], attributes={"axis": 0})
+        if bias is not None and bias.size == channels:  # one int32 per output channel (a Gemm's C may be [1, N])
+            dqb = ir.node("DequantizeLinear", [constant("bq", np.zeros(channels, np.int32)), constant("bs", scales * 0.05)], attributes={"axis": 0})
             nodes.append(dqb)
             b = dqb.outputs[0]
+        elif bias is not None:  # a broadcast bias stays float, as qdq leaves it
+            b = constant("b", bias)
     inputs = [source, w] + ([b] if b is not None else [])
     layer = ir.Node("", node.op_type, inputs, attributes=list(node.attributes.values()), num_outputs=1)
     nodes.append(layer)

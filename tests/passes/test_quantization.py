@@ -442,6 +442,24 @@ def test_measured_cost_model_times_each_layer_float_against_fused_int8(tmp_path)
         assert cosine(run(float_model, x=x)[0], run(out, x=x)[0]) > 0.999
 
 
+def test_measured_cost_model_times_a_gemm_with_a_broadcast_bias() -> None:
+    """A Gemm's C may be [1, N] (magika's classifier head): its timing model keeps that bias float instead of
+    building a per-axis DequantizeLinear onnxruntime refuses."""
+    from onnxpress.irpasses.quant.layer_timing import time_layer
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="gemm", transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        [numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal((1, 32)).astype(np.float32), "c")],
+    )
+    model = onnxpress.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    gemm = next(iter(model.graph))
+    float_ms, int8_ms = time_layer(gemm, (1, 64), 0, budget_s=0.0, rounds=2)
+    assert float_ms > 0 and int8_ms > 0
+
+
 @pytest.mark.parametrize(
     ("pipeline", "target", "body_ops"),
     [
