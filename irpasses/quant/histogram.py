@@ -12,6 +12,12 @@ import dataclasses
 import numpy as np
 
 DEFAULT_BINS = 2048
+BINNED_PER_UPDATE = 1 << 18
+"""At most this many values of one sample's tensor are binned: a larger tensor is binned every k-th value, each
+count weighted k (min and max stay exact, so the range never misses a value). Binning every value was over a
+quarter of PP-OCRv4 det's int8 time (32 pages: 5.9 of 20 s); binning at most 2^18 took 3-4 s off, and the
+model's mask IoU on 12 held-out pages moved 0.9595 -> 0.9611 (calibration noise: the percentile calibrator's
+99.999th value of 32 pages still has about 80 sampled values above it)."""
 
 
 @dataclasses.dataclass
@@ -27,6 +33,7 @@ class TensorHistogram:
     """When set, also the per-channel mean along this axis (bias correction needs E[x] per input channel)."""
     channel_sum: np.ndarray | None = None
     channel_count: int = 0
+    max_binned: int = BINNED_PER_UPDATE
     binned: bool = True
     """False: only the per-channel mean is kept (a layer whose activations stay float still wants E[x] for
     bias correction; binning is most of calibration's numpy time)."""
@@ -62,11 +69,12 @@ class TensorHistogram:
             self.top *= 2.0
         # np.histogram would make float64 and int64 copies (about 5x the data): one float32 temporary scaled
         # in place, binned as int32; |x| == top lands one past the end and is folded into the last bin
-        magnitude = np.abs(data)
+        step = -(-data.size // self.max_binned)
+        magnitude = np.abs(data[::step])
         np.multiply(magnitude, np.float32(self.bins / self.top), out=magnitude)
         counts = np.bincount(magnitude.astype(np.int32), minlength=self.bins + 1)
         counts[self.bins - 1] += counts[self.bins :].sum()
-        self.counts += counts[: self.bins]
+        self.counts += counts[: self.bins] * step
 
     def _update_channels(self, values: np.ndarray) -> None:
         if values.ndim == 0:

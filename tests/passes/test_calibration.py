@@ -26,6 +26,22 @@ def test_histogram_growth_keeps_every_count() -> None:
     assert below_one == np.sum(np.abs(np.concatenate([first, second])) < h.edges[h.edges <= 1.0][-1])
 
 
+def test_large_tensors_are_binned_sampled_with_exact_extremes() -> None:
+    """Over ``max_binned`` values a tensor is binned every k-th value, each count weighted k: the total and the
+    percentile stay those of all the data, and the extremes (not sampled) still set the range."""
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal(1_000_003).astype(np.float32)
+    data[12345] = 40.0  # an extreme the subsample skips
+    sampled, full = TensorHistogram(max_binned=1 << 16), TensorHistogram(max_binned=1 << 40)
+    for h in (sampled, full):
+        h.update(data)
+    assert sampled.maximum == 40.0 and sampled.top >= 40.0
+    assert abs(sampled.counts.sum() - data.size) < 16  # 16 = the step: the last stride may be short
+    lo, hi = calibrators.percentile(sampled, 99.9)
+    lo_full, hi_full = calibrators.percentile(full, 99.9)
+    assert abs(hi - hi_full) < 0.05 * hi_full and abs(lo - lo_full) < 0.05 * abs(lo_full)
+
+
 def test_calibrators_on_known_distributions() -> None:
     h = TensorHistogram()
     data = np.concatenate([RNG.standard_normal(200_000), [40.0, -35.0]])  # two outliers
