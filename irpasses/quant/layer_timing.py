@@ -52,7 +52,8 @@ def _one_layer(node: ir.Node, input_shape: Sequence[int], int8: bool, weight_axi
         source, w = dq.outputs[0], dqw.outputs[0]
         b = None
         if bias is not None and bias.size == channels:  # one int32 per output channel (a Gemm's C may be [1, N])
-            dqb = ir.node("DequantizeLinear", [constant("bq", np.zeros(channels, np.int32)), constant("bs", scales * 0.05)], attributes={"axis": 0})
+            codes_b, scales_b = constant("bq", np.zeros(channels, np.int32)), constant("bs", scales * 0.05)
+            dqb = ir.node("DequantizeLinear", [codes_b, scales_b], attributes={"axis": 0})
             nodes.append(dqb)
             b = dqb.outputs[0]
         elif bias is not None:  # a broadcast bias stays float, as qdq leaves it
@@ -96,3 +97,22 @@ def time_layer(
     float_ms = median_ms(_one_layer(node, input_shape, False, weight_axis), input_shape, budget_s, rounds)
     int8_ms = median_ms(_one_layer(node, input_shape, True, weight_axis), input_shape, budget_s, rounds)
     return float_ms, int8_ms
+
+
+def interleaved_ms(models: dict[str, ir.Model], sample: dict[str, np.ndarray], rounds: int = 3, runs: int = 2) -> dict[str, float]:
+    """Median ms per run of whole models on one sample, ORT_ENABLE_ALL, one thread, in interleaved rounds so
+    drift on a shared machine hits every model alike."""
+    from onnxpress.backends.ort.runner import make_session
+
+    sessions = {label: make_session(model, optimization="all", threads=1) for label, model in models.items()}
+    feeds = {label: {i.name: np.asarray(sample[i.name]) for i in s.get_inputs() if i.name in sample} for label, s in sessions.items()}
+    times: dict[str, list[float]] = {label: [] for label in sessions}
+    for label, session in sessions.items():
+        session.run(None, feeds[label])  # first run: allocations, lazy initialization
+    for _ in range(rounds):
+        for label, session in sessions.items():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                session.run(None, feeds[label])
+                times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(values) * 1e3 for label, values in times.items()}
