@@ -20,7 +20,10 @@ from onnxpress.irpasses.quant.histogram import DEFAULT_BINS, TensorHistogram
 from onnxpress.irpasses.quant.malloc import return_large_blocks, trim
 
 QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-DEFAULT_BYTE_BUDGET = 64 * 2**20
+DEFAULT_BYTE_BUDGET = 256 * 2**20
+"""Activations one piece exposes at a time. PP-OCRv4 det int8, 32 pages: 64 MiB 18.4 s / 333 MiB peak, 256 MiB
+16.9 s / 438 MiB, 512 MiB 16.2 s / 434 MiB (fewer pieces, fewer copies); onnxruntime's calibrator, exposing
+everything at once: 14 s / 2.8 GiB."""
 PROBE_TENSORS = 8
 
 
