@@ -404,7 +404,8 @@ def test_auto_quant_falls_back_to_int8_weights_when_int8_is_not_faster(proto: st
     samples = images(4) if proto == "conv" else {"x": RNG.standard_normal((4, 2, 64)).astype(np.float32)}
     ctx = PassContext(samples=samples)
     PassManager([AutoQuant(timer=timer)], ctx=ctx).run(model)
-    assert calls == [["float", "quantized"]]
+    # a static result not clearly faster is also tried under the measured cost model (timed again)
+    assert calls == [["float", "quantized"]] * (2 if fallback and proto == "conv" else 1)
     auto, ops = ctx.extra["quantization"]["auto"], set(op_types(model))
     assert ("fallback" in auto) == fallback and auto["latency_ms"]["quantized"] == (1.5 if fallback else 0.5)
     integer_ops = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "DequantizeLinear"}
@@ -416,6 +417,28 @@ def test_auto_quant_falls_back_to_int8_weights_when_int8_is_not_faster(proto: st
         assert "MatMulInteger" in ops
     x = {k: v[0] for k, v in samples.items()}
     assert cosine(run(reference, **x)[0], run(model, **x)[0]) > 0.999
+
+
+@pytest.mark.parametrize(("measured_ratio", "kept"), [(0.5, "measured"), (0.88, "rule")])
+def test_auto_quant_tries_the_measured_cost_model_when_the_rule_is_not_clearly_faster(measured_ratio: float, kept: str) -> None:
+    """cost_model=auto: a rule-based result at 0.9x float makes auto quantize again under the measured cost
+    model; that result is kept only when clearly faster (< 0.93x the rule's time), else the rule's comes back
+    with its report."""
+    from onnxpress.irpasses.core import PassContext, PassManager
+    from onnxpress.irpasses.quant.auto import AutoQuant
+
+    ratios = iter([0.9, measured_ratio])
+
+    def timer(models: dict, sample: dict) -> dict[str, float]:
+        return {"float": 10.0, "quantized": 10.0 * next(ratios)}
+
+    model = onnxpress.load(conv_net())
+    ctx = PassContext(samples=images(4))
+    PassManager([AutoQuant(timer=timer)], ctx=ctx).run(model)
+    auto = ctx.extra["quantization"]["auto"]
+    assert auto["cost_model"] == kept and auto["latency_ratio_tried"] == pytest.approx({"rule": 0.9, "measured": measured_ratio})
+    assert auto["latency_ms"]["quantized"] == pytest.approx(5.0 if kept == "measured" else 9.0) and "fallback" not in auto
+    assert "fidelity" in ctx.extra["quantization"] and ctx.extra["quantization"]["cpu"]["cpu"] == "portable"
 
 
 def wide_mlp() -> onnx.ModelProto:
