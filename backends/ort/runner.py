@@ -7,6 +7,7 @@ folder, so nothing with weights passes through protobuf's 2 GiB limit.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import tempfile
@@ -86,6 +87,26 @@ def _rewritten_by_ort(value: ir.Value) -> bool:
     return any(use.node.op_type == "DequantizeLinear" for use in value.uses())
 
 
+_ARRAYS: collections.OrderedDict[int, tuple[object, np.ndarray]] = collections.OrderedDict()
+_ARRAY_CACHE_BYTES = 256 << 20
+
+
+def _array(tensor: ir.TensorProtocol) -> np.ndarray:
+    """The tensor's contiguous array, kept for the next session over the same tensor (least recently used first
+    out past 256 MiB): a fidelity search opens a session per trial on clones that share their weights, and
+    decoding a file-backed weight each time was 4 of MiniLM auto's 41 s. The entry holds the tensor, so its id
+    is not reused while cached."""
+    key = id(tensor)
+    if key in _ARRAYS:
+        _ARRAYS.move_to_end(key)
+        return _ARRAYS[key][1]
+    array = np.ascontiguousarray(tensor.numpy())
+    _ARRAYS[key] = (tensor, array)
+    while sum(a.nbytes for _, a in _ARRAYS.values()) > _ARRAY_CACHE_BYTES and len(_ARRAYS) > 1:
+        _ARRAYS.popitem(last=False)
+    return array
+
+
 def _weights_by_reference(model: ir.Model, options: ort.SessionOptions) -> tuple[bytes, list[ort.OrtValue]] | None:
     """The model as bytes without its large weights, which go to onnxruntime as arrays instead
     (``add_external_initializers``): serializing them into protobuf and parsing them back costs three
@@ -106,7 +127,7 @@ def _weights_by_reference(model: ir.Model, options: ort.SessionOptions) -> tuple
             chosen.append(name)
     if not chosen:
         return None
-    arrays = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(model.graph.initializers[n].const_value.numpy())) for n in chosen]
+    arrays = [ort.OrtValue.ortvalue_from_numpy(_array(model.graph.initializers[n].const_value)) for n in chosen]
     clone = with_placeholders(model, chosen)
     for name, value in list(clone.graph.initializers.items()):
         if not (value.uses() or value.is_graph_output() or value.is_graph_input()):
