@@ -422,7 +422,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         model=Path(args.model), calib=Path(args.calib), eval=Path(args.eval) if args.eval else None, out=Path(args.output),
         pipelines=args.pipelines, grid=args.grid, per_layer=args.per_layer, workers=args.workers, ray=args.ray, timeout_s=args.timeout,
         backend=args.backend, threads=args.threads, runs=args.runs, latency=not args.no_latency, seed=args.seed, target=args.target,
-        metric=args.metric,
+        cpu=args.cpu, metric=args.metric,
     )
     outcome = run_sweep(settings)
     print(format_front(outcome.results, outcome.measurements))
@@ -602,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "top1 (argmax agreement over the first output's last axis) or MODULE:FUNCTION(reference, outputs) -> float")
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--target", help="target backend the passes may emit for (as opt --target)")
+    sweep.add_argument("--cpu", choices=CPU_CHOICES, default="portable", help="the CPU onnxruntime's integer kernels will run on (as opt --cpu)")
     sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser("demo", help="optimize the embedded PP-OCRv4 detection model and print the report")

@@ -34,6 +34,8 @@ class Task:
     seed: int = 0
     target: str | None = None
     """The backend the passes may emit for (``opt --target``)."""
+    cpu: str = "portable"
+    """The deployment CPU for onnxruntime's integer kernels (``opt --cpu``)."""
     max_ir_version: int | None = 13
     rtol: float = 1e-3
     atol: float = 1e-5
@@ -100,7 +102,7 @@ def run_candidate(task: Task, model: bytes | str | Path, calib: Any, eval_sample
     try:
         loaded = onnxpress.load(model)
         before = summarize(loaded)
-        out, report = onnxpress.optimize(loaded, task.candidate["recipe"], samples=calib, target=task.target, verify="off",
+        out, report = onnxpress.optimize(loaded, task.candidate["recipe"], samples=calib, target=task.target, cpu=task.cpu, verify="off",
                                          seed=task.seed, in_place=True)
         transform_s = time.perf_counter() - start
         with tempfile.TemporaryDirectory(prefix="onnxpress-sweep-") as folder:

@@ -41,6 +41,8 @@ class SweepSettings:
     latency: bool = True
     seed: int = 0
     target: str | None = None
+    cpu: str = "portable"
+    """The deployment CPU for onnxruntime's integer kernels (``opt --cpu``)."""
     metric: str = "cosine"
     report: bool = True
 
@@ -73,6 +75,7 @@ def _identity(settings: SweepSettings) -> dict[str, Any]:
         "eval_sha256": file_digest(settings.eval or settings.calib),
         "seed": settings.seed,
         "target": settings.target,
+        "cpu": settings.cpu,
         "metric": settings.metric,
     }
 
@@ -156,7 +159,7 @@ def _run(executor: LocalPool | RayPool, todo: list[Candidate], settings: SweepSe
     failures: dict[str, str] = {}
     if not todo:
         return failures
-    tasks = [Task(c.to_dict(), seed=settings.seed, target=settings.target, metric=settings.metric,
+    tasks = [Task(c.to_dict(), seed=settings.seed, target=settings.target, cpu=settings.cpu, metric=settings.metric,
                   max_ir_version=13 if settings.backend == "ort" else None) for c in sorted(todo, key=_expected_cost, reverse=True)]
     labels = {c.id: c.label for c in todo}
     if isinstance(executor, RayPool):
