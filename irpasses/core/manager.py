@@ -119,6 +119,15 @@ class PipelineReport:
                 f"fidelity target {f['target']}: reached {f['reached']:.6f} ({'met' if f['met'] else 'NOT met'}) after "
                 f"{f['evaluations']} evaluations"
             )
+        if "cpu" in q:
+            lines.append(f"integer kernels: {q['cpu']['assumed']}")
+        auto = q.get("auto") or {}
+        if "latency_ms" in auto:
+            ms = auto["latency_ms"]
+            chosen = f", cost model: {auto['cost_model']}" if "cost_model" in auto else ""
+            lines.append(f"auto: int8 {ms['quantized'] / ms['float']:.2f}x the float model's time here{chosen}")
+        if "fallback" in auto:
+            lines.append(f"auto: {auto['fallback']}")
         kept = q.get("kept_float") or {}
         if kept:
             reasons: dict[str, list[str]] = {}
