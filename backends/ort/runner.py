@@ -94,8 +94,11 @@ _ARRAY_CACHE_BYTES = 256 << 20
 def _array(tensor: ir.TensorProtocol) -> np.ndarray:
     """The tensor's contiguous array, kept for the next session over the same tensor (least recently used first
     out past 256 MiB): a fidelity search opens a session per trial on clones that share their weights, and
-    decoding a file-backed weight each time was 4 of MiniLM auto's 41 s. The entry holds the tensor, so its id
-    is not reused while cached."""
+    decoding a protobuf-held weight each time was 4 of MiniLM auto's 41 s. The entry holds the tensor, so its id
+    is not reused while cached. Memory-mapped (external) weights are not kept: they cost nothing to view, and a
+    kept view would stop their file from being closed."""
+    if isinstance(tensor, ir.ExternalTensor):
+        return np.ascontiguousarray(tensor.numpy())
     key = id(tensor)
     if key in _ARRAYS:
         _ARRAYS.move_to_end(key)
