@@ -602,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "top1 (argmax agreement over the first output's last axis) or MODULE:FUNCTION(reference, outputs) -> float")
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--target", help="target backend the passes may emit for (as opt --target)")
-    sweep.add_argument("--cpu", choices=CPU_CHOICES, default="portable", help="the CPU onnxruntime's integer kernels will run on (as opt --cpu)")
+    sweep.add_argument("--cpu", choices=CPU_CHOICES, default="portable",
+                       help="the CPU onnxruntime's integer kernels will run on (as opt --cpu)")
     sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser("demo", help="optimize the embedded PP-OCRv4 detection model and print the report")

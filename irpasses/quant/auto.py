@@ -139,7 +139,8 @@ class AutoQuant(Pass):
 
         if method == "static":
             return QDQ(
-                fidelity=self.fidelity or "cosine>=0.995", eval_samples=self.eval_samples or 8, cost_model=cost_model,  # type: ignore[arg-type]
+                fidelity=self.fidelity or "cosine>=0.995", eval_samples=self.eval_samples or 8,
+                cost_model=cost_model,  # type: ignore[arg-type]
                 rounding=self.rounding,
             )
         return DynamicQuant(

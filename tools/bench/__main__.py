@@ -119,7 +119,10 @@ def machine() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    suites = ["io", "backends", "fusion", "quant", "kernels", "compress", "lowrank", "sparsity", "fuzz", "sweep", "frontends", "unseen", "portability"]
+    suites = [
+        "io", "backends", "fusion", "quant", "kernels", "compress", "lowrank", "sparsity", "fuzz", "sweep", "frontends",
+        "unseen", "portability",
+    ]
     parser.add_argument("suite", nargs="?", default="io", choices=suites)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
