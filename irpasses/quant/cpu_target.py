@@ -7,7 +7,11 @@ AMX) four products go straight into a 32-bit sum. Without it (AVX2, and AVX-512 
 does not fit in 32767, so two large activations side by side clip silently. Measured here under qemu's AVX2 CPU
 (``tools/cpu_emulation.py``): a MatMulInteger of 255s by 127s gives 1048544 instead of 2072640, and
 MiniLM's dynamic int8 drops to cosine 0.96. Weights within +-64 keep every pair in range (2 x 255 x 64 =
-32640): onnxruntime's "reduce range". That is the portable form; ``cpu=vnni`` keeps the full +-127.
+32640): onnxruntime's "reduce range". That is the portable form for static Q/DQ and DynamicQuantizeLSTM;
+``cpu=vnni`` keeps the full +-127. Dynamic int8 MatMuls (MatMulInteger) take uint8 weights with zero point 128
+instead: onnxruntime computes u8 x u8 in 16-bit products (vpmaddwd) that cannot saturate, so they keep all 8
+bits. +-64 there cost MiniLM's int8-dynamic retrieval 0.931 -> 0.856; u8 x u8 keeps 0.931, at 0.59x float on
+this VNNI CPU against 0.38x for u8 x s8 (there is no VNNI form of u8 x u8).
 
 The same CPUs run onnxruntime's 8-bit MatMulNBits (what it rewrites DequantizeLinear -> MatMul into at
 ORT_ENABLE_EXTENDED and above) far slower than float, so weight-only int8 layers are stored in the folded form
@@ -39,6 +43,11 @@ class IntegerTarget:
     """Largest |int8 weight| that feeds an integer kernel with uint8 activations."""
     assumed: str
     """One sentence for the report."""
+
+    @property
+    def unsigned_matmul_integer(self) -> bool:
+        """Whether dynamic MatMulInteger weights are uint8 (zero point 128): exact 8 bits without VNNI."""
+        return not self.vnni
 
     @property
     def weight_only_kernel(self) -> bool:
@@ -89,8 +98,9 @@ def _for(cpu: str, vnni: bool, why: str) -> IntegerTarget:
         return IntegerTarget(cpu, True, FULL_WEIGHT_MAX, f"{why}: int8 weights use -127..127")
     return IntegerTarget(
         cpu, False, REDUCED_WEIGHT_MAX,
-        f"{why}: int8 weights read by integer kernels keep to -64..64 so onnxruntime's u8s8 int16 sums cannot "
-        "saturate, and weight-only layers are folded to float at load",
+        f"{why}: int8 weights read by static integer kernels keep to -64..64 so onnxruntime's u8s8 int16 sums "
+        "cannot saturate, dynamic MatMuls take uint8 weights (u8u8, no saturation), and weight-only layers are "
+        "folded to float at load",
     )
 
 
@@ -98,5 +108,8 @@ def from_context(ctx: Any) -> IntegerTarget:
     """The context's integer target, recorded once in the report's quantization section."""
     chosen = integer_target(ctx.target, getattr(ctx, "cpu", "portable"))
     info = ctx.extra.setdefault("quantization", {})
-    info.setdefault("cpu", {"cpu": chosen.cpu, "vnni": chosen.vnni, "weight_max": chosen.weight_max, "assumed": chosen.assumed})
+    info.setdefault("cpu", {
+        "cpu": chosen.cpu, "vnni": chosen.vnni, "weight_max": chosen.weight_max,
+        "dynamic_weights": "uint8, zero point 128" if chosen.unsigned_matmul_integer else "int8", "assumed": chosen.assumed,
+    })
     return chosen

@@ -96,22 +96,28 @@ class _Builder:
 
 
 def _int8_columns(
-    builder: _Builder, node: ir.Node, rows: np.ndarray | None = None, variant: str = "scaled rows", qmax: int = 127
+    builder: _Builder, node: ir.Node, rows: np.ndarray | None = None, variant: str = "scaled rows", unsigned: bool = False
 ) -> tuple[str, ir.Value, ir.Value, ir.Value, int]:
-    """The MatMul's weight (times ``rows`` per row) as int8 per column within +-``qmax``: (name base, int8
-    weight, zero points, scales, bytes saved)."""
+    """The MatMul's weight (times ``rows`` per row) as 8-bit codes per column: (name base, codes, zero points,
+    scales, bytes saved). Symmetric int8 within +-127, or with ``unsigned`` the same codes + 128 as uint8 with
+    zero point 128: a u8 x u8 MatMulInteger, which onnxruntime computes in 16-bit products that cannot saturate
+    (see cpu_target), at full 8-bit precision."""
     tensor = node.inputs[1].const_value
 
     def columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if rows is not None:
             weight = weight * rows[:, None]
-        q, qp = quantize_weight(weight, axis=1, search=False, qmax=qmax)  # clipping transformer weight outliers costs retrieval
+        q, qp = quantize_weight(weight, axis=1, search=False)  # clipping transformer weight outliers costs retrieval
         return q, qp.scale.astype(np.float32)
 
-    q, scale = builder.quantized(tensor, columns, f"{variant if rows is not None else ''} {qmax}")
+    q, scale = builder.quantized(tensor, columns, variant if rows is not None else "")
     base = node.name or node.outputs[0].name or "matmul"
-    wq = builder.constant(f"{base}_weight_int8", q)
-    wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
+    if unsigned:
+        wq = builder.constant(f"{base}_weight_uint8", (q.astype(np.int16) + 128).astype(np.uint8))
+        wzp = builder.constant(f"{base}_weight_zero_point", np.full(q.shape[1], 128, dtype=np.uint8))
+    else:
+        wq = builder.constant(f"{base}_weight_int8", q)
+        wzp = builder.constant(f"{base}_weight_zero_point", np.zeros(q.shape[1], dtype=np.int8))
     wscale = builder.constant(f"{base}_weight_scale", scale)
     return base, wq, wzp, wscale, tensor.nbytes - q.nbytes - scale.nbytes
 
@@ -148,7 +154,8 @@ def quantize_matmul(builder: _Builder, node: ir.Node, scaled: tuple[ir.Value, In
     compute x * inverse and are not in the graph yet) to quantize instead of x."""
     x = node.inputs[0]
     source, scaling, before = (x, None, []) if scaled is None else scaled
-    base, wq, wzp, wscale, saved = _int8_columns(builder, node, None if scaling is None else scaling.rows, qmax=builder.integer.weight_max)
+    rows = None if scaling is None else scaling.rows
+    base, wq, wzp, wscale, saved = _int8_columns(builder, node, rows, unsigned=builder.integer.unsigned_matmul_integer)
     dql = ir.node("DynamicQuantizeLinear", [source], num_outputs=3, name=f"{base}_DynamicQuantizeLinear")
     mmi = ir.node("MatMulInteger", [dql.outputs[0], wq, dql.outputs[2], wzp], name=f"{base}_MatMulInteger")
     cast = ir.node("Cast", [mmi.outputs[0]], attributes={"to": ir.DataType.FLOAT}, name=f"{base}_Cast")

@@ -60,31 +60,39 @@ def float_reference(model: Path, x: np.ndarray) -> np.ndarray:
     return np.stack([session.run(None, {"x": sample})[0] for sample in x])
 
 
-def integer_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """int8 weights read by onnxruntime's integer kernels: MatMulInteger's B, and DequantizeLinear weights of
-    Q/DQ sites (whose activations have a QuantizeLinear)."""
+def integer_weights(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(codes, zero point) of the weights onnxruntime's integer kernels read: MatMulInteger's B, and the int8
+    DequantizeLinear weights of Q/DQ sites."""
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     found = {}
     for node in model.graph.node:
         if node.op_type == "MatMulInteger":
-            found[node.name] = inits[node.input[1]]
+            found[node.name] = (inits[node.input[1]], inits[node.input[3]])
         if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].dtype == np.int8:
-            found[node.name] = inits[node.input[0]]
+            found[node.name] = (inits[node.input[0]], np.zeros(1, np.int8))
     return found
 
 
 @pytest.mark.parametrize("pipeline", ["dynamic-quant{min_elements=16}", "qdq{min_macs=0,min_intensity=0}"])
 def test_portable_weights_cannot_saturate_and_vnni_keeps_the_full_range(pipeline: str, tmp_path: Path) -> None:
+    """Portable: static Q/DQ weights within +-64 (u8 x s8 pairs fit in int16), dynamic MatMulInteger weights as
+    uint8 with zero point 128 (u8 x u8 is computed in 16-bit products: full 8 bits, no saturation). VNNI:
+    int8 within +-127 everywhere."""
     x = inputs(4)
-    widest = {}
+    seen = {}
     for cpu in ("portable", "vnni"):
         out, report = onnxpress.optimize(relu_mlp(), pipeline, samples={"x": x}, cpu=cpu, verify="off")
         weights = integer_weights(out)
         assert len(weights) == 2, weights.keys()
-        widest[cpu] = max(int(np.abs(w.astype(np.int16)).max()) for w in weights.values())
-        assert report.quantization["cpu"]["weight_max"] == widest[cpu]
+        dtypes = {codes.dtype.name for codes, _ in weights.values()}
+        widest = max(int(np.abs(codes.astype(np.int16) - zero.astype(np.int16)[None, :] if zero.size > 1 else codes.astype(np.int16)).max())
+                     for codes, zero in weights.values())
+        seen[cpu] = (dtypes, widest)
         assert report.quantization["cpu"]["cpu"] == cpu
-    assert widest == {"portable": 64, "vnni": 127}
+    if pipeline.startswith("dynamic"):
+        assert seen == {"portable": ({"uint8"}, 127), "vnni": ({"int8"}, 127)}
+    else:
+        assert seen == {"portable": ({"int8"}, 64), "vnni": ({"int8"}, 127)}
 
 
 def test_native_follows_this_cpu_and_unknown_cpus_are_refused() -> None:

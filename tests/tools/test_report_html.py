@@ -117,7 +117,9 @@ def test_chromium_draws_every_visible_plot(reports: dict[str, Path], tmp_path: P
     pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
     red = (abs(pixels[..., 0] - 0xD0) < 12) & (abs(pixels[..., 1] - 0x40) < 12) & (abs(pixels[..., 2] - 0x40) < 12)
     assert red.sum() > 50, "the Pareto points (red) were not drawn"
-    assert (pixels.sum(axis=-1) < 600).mean() > 0.02, "the page is nearly blank"
+    # text and plot lines cover about 2 % of the top 1,400 px (1.95 % on one CI run, more with fewer report
+    # lines above the plots); a page that failed to render has none
+    assert (pixels.sum(axis=-1) < 600).mean() > 0.005, "the page is nearly blank"
 
 
 def test_opt_on_another_frameworks_model_reports_its_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
