@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -99,13 +100,11 @@ def time_layer(
     return float_ms, int8_ms
 
 
-def interleaved_ms(models: dict[str, ir.Model], sample: dict[str, np.ndarray], rounds: int = 3, runs: int = 2) -> dict[str, float]:
-    """Median ms per run of whole models on one sample, ORT_ENABLE_ALL, one thread, in interleaved rounds so
-    drift on a shared machine hits every model alike."""
-    from onnxpress.backends.ort.runner import make_session
-
-    sessions = {label: make_session(model, optimization="all", threads=1) for label, model in models.items()}
-    feeds = {label: {i.name: np.asarray(sample[i.name]) for i in s.get_inputs() if i.name in sample} for label, s in sessions.items()}
+def interleaved_sessions_ms(
+    sessions: dict[str, Any], feeds: dict[str, dict[str, np.ndarray]], rounds: int = 3, runs: int = 2
+) -> dict[str, float]:
+    """Median ms per ``session.run`` of each labelled onnxruntime session on its feed, after one warm-up run each,
+    in interleaved rounds so drift on a shared machine hits every session alike."""
     times: dict[str, list[float]] = {label: [] for label in sessions}
     for label, session in sessions.items():
         session.run(None, feeds[label])  # first run: allocations, lazy initialization
@@ -116,3 +115,12 @@ def interleaved_ms(models: dict[str, ir.Model], sample: dict[str, np.ndarray], r
                 session.run(None, feeds[label])
                 times[label].append(time.perf_counter() - t0)
     return {label: statistics.median(values) * 1e3 for label, values in times.items()}
+
+
+def interleaved_ms(models: dict[str, ir.Model], sample: dict[str, np.ndarray], rounds: int = 3, runs: int = 2) -> dict[str, float]:
+    """Median ms per run of whole models on one sample, ORT_ENABLE_ALL, one thread, interleaved."""
+    from onnxpress.backends.ort.runner import make_session
+
+    sessions = {label: make_session(model, optimization="all", threads=1) for label, model in models.items()}
+    feeds = {label: {i.name: np.asarray(sample[i.name]) for i in s.get_inputs() if i.name in sample} for label, s in sessions.items()}
+    return interleaved_sessions_ms(sessions, feeds, rounds, runs)

@@ -16,10 +16,8 @@ batch 1, median of interleaved runs of every variant in this process.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,16 +168,10 @@ def _size_mb(folder: Path) -> float:
 
 
 def _latency(sessions: dict[str, Any], sample: Sample, rounds: int = 6, runs: int = 5) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        s.run(None, sample)
-    for _ in range(rounds):  # interleaved, so drift on the shared VM hits every variant alike
-        for label, s in sessions.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, sample)
-                times[label].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Interleaved medians (``layer_timing.interleaved_sessions_ms``), every session on the same sample."""
+    from onnxpress.irpasses.quant.layer_timing import interleaved_sessions_ms
+
+    return interleaved_sessions_ms(sessions, dict.fromkeys(sessions, sample), rounds, runs)
 
 
 def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
