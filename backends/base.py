@@ -197,14 +197,21 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def compile_model(model: ir.Model, backend: Backend, options: CompileOptions, output: Path | None = None) -> Artifact:
-    """Run the backend's legalization passes (verified like any pipeline), then compile."""
+    """Run the backend's legalization passes (verified like any pipeline; the first sample, when given, sets
+    the row counts legalize-kernels times layers at), then compile. What legalization decided per layer (which
+    layers run our kernels, with the timings that chose them) goes to ``artifact.metadata["kernels"]``."""
+    from onnxpress.irpasses.core.context import PassContext
     from onnxpress.irpasses.core.manager import PassManager
 
     backend.require()
     passes = backend.legalize()
+    ctx = PassContext(samples=list(options.samples)[:1] if options.samples else None)
     if passes:
-        PassManager(passes, run_checker=False).run(model)
-    return backend.compile(model, options, output)
+        PassManager(passes, ctx=ctx, run_checker=False).run(model)
+    artifact = backend.compile(model, options, output)
+    if ctx.extra.get("kernels"):
+        artifact.metadata["kernels"] = ctx.extra["kernels"]
+    return artifact
 
 
 def parse_shapes(specs: Sequence[str]) -> dict[str, tuple[list[int], list[int], list[int]]]:

@@ -359,6 +359,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"runs here: {'yes' if status.can_run else 'no'} ({status.reason})")
     if artifact.metadata.get("flags") is not None:
         print(f"flags: {', '.join(artifact.metadata['flags']) or 'none'}; layers by precision: {artifact.metadata.get('layer_precisions')}")
+    decided = artifact.metadata.get("kernels") or []
+    if decided:
+        ran = [d for d in decided if d["rewritten"]]
+        print(f"onnxpress kernels: {len(ran)} of {len(decided)} candidate layers ({', '.join(sorted({d['kind'] for d in ran})) or '-'}); "
+              "the others stay dense, timed no faster here")
     return 0
 
 

@@ -16,10 +16,16 @@ K, N = 256, 128
 pytestmark = pytest.mark.usefixtures("kernels_built")
 
 
-def _model(weight: np.ndarray, op: str = "MatMul", bias: bool = True, dq_scales: np.ndarray | None = None) -> onnx.ModelProto:
+def _model(weight: np.ndarray, op: str = "MatMul", bias: bool = True, dq_scales: np.ndarray | None = None,
+           folded: bool = False) -> onnx.ModelProto:
+    """y = Relu(x @ W + b); int8 ``weight`` with ``dq_scales``: W = DequantizeLinear, or with ``folded`` the
+    Cast * scale form qdq writes for CPUs without VNNI."""
     nodes, inits = [], []
     w_name = "W"
-    if dq_scales is not None:
+    if dq_scales is not None and folded:
+        inits += [numpy_helper.from_array(weight, "Wq"), numpy_helper.from_array(dq_scales.reshape(1, -1), "Ws")]
+        nodes += [helper.make_node("Cast", ["Wq"], ["Wf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["Wf", "Ws"], ["W"])]
+    elif dq_scales is not None:
         inits += [numpy_helper.from_array(weight, "Wq"), numpy_helper.from_array(dq_scales, "Ws")]
         nodes.append(helper.make_node("DequantizeLinear", ["Wq", "Ws"], ["W"], axis=1))
     elif op == "Gemm":
@@ -86,14 +92,16 @@ def test_few_valued_weight_becomes_lut_matmul_exactly() -> None:
     np.testing.assert_allclose(_run(model, x), _run(proto, x), rtol=1e-5, atol=1e-5)
 
 
-def test_int8_dequantized_sparse_weight_keeps_int8_values() -> None:
+@pytest.mark.parametrize("folded", [False, True], ids=["dequantize", "cast-mul"])
+def test_int8_sparse_weight_keeps_int8_values(folded: bool) -> None:
     q = np.clip(np.rint(_sparse_weight() * 40), -127, 127).astype(np.int8)
     scales = np.linspace(0.01, 0.02, N).astype(np.float32)
-    proto = _model(q, dq_scales=scales)
+    proto = _model(q, dq_scales=scales, folded=folded)
     model, stats = _legalized(proto)
     node = next(n for n in model.graph if n.op_type == "SparseMatMul")
     assert node.inputs[1].const_value.dtype == ir.DataType.INT8
-    assert not any(n.op_type == "DequantizeLinear" for n in model.graph)
+    assert not {"DequantizeLinear", "Cast", "Mul"} & {n.op_type for n in model.graph}
+    assert "Wq" not in model.graph.initializers, "the dense int8 codes must leave the model"
     x = np.random.default_rng(3).standard_normal((1, 3, K)).astype(np.float32)
     np.testing.assert_allclose(_run(model, x), _run(proto, x), rtol=1e-5, atol=1e-4)
 
@@ -117,3 +125,17 @@ def test_bad_option_is_a_clear_error() -> None:
     with pytest.raises(onnxpress.OnnxpressError, match=r"faster=1.5 must be in \(0, 1\]"):
         proto = _model(_sparse_weight())
         onnxpress.optimize(onnxpress.load(proto), "legalize-kernels{faster=1.5}", samples=_samples(proto))
+
+
+def test_ort_compile_times_layers_at_the_samples_rows_and_reports_the_choice() -> None:
+    """compile_model hands the first sample to legalization (rows = 6 tokens here, not 1 for the symbolic
+    'seq'), and the per-layer decision reaches the artifact's metadata either way the timing goes."""
+    from onnxpress.backends.base import CompileOptions, compile_model, get_backend
+
+    proto = _model(_sparse_weight())
+    model = onnxpress.load(proto)
+    artifact = compile_model(model, get_backend("ort"), CompileOptions(threads=1, samples=_samples(proto)))
+    (decision,) = artifact.metadata["kernels"]
+    assert decision["node"] == "ffn/MatMul" and decision["kind"] == "sparse" and decision["rows"] == 6
+    assert decision["dense_ms"] > 0 and decision["kernel_ms"] > 0
+    assert decision["rewritten"] == any(n.op_type == "SparseMatMul" for n in model.graph)
