@@ -8,6 +8,11 @@ elementwise op in between (Add of a bias, Gelu's Mul/Div/Erf, Relu...) is indiff
 its per-channel constants are permuted too, and the readers' weight rows take it as well. The search is
 ``permutation.search_permutation`` (apex's 2:4 benchmark: 38.0 % efficacy in 1 s).
 
+Convolutions (channels on axis 1) work the same way: a Conv of one group produces the channels (its kernel's
+output axis and bias take the permutation), BatchNormalization, per-channel constants [C, 1, 1], pooling and
+depthwise Convs (whose kernel rows and bias are per channel) pass them through, and Convs of one group read
+them (kernel axis 1: the N:M groups run along input channels at each kernel position, ``prune``'s layout).
+
 A region is refused, with the reason in ``ctx.extra["permutation"]``, when anything other than such ops
 reads the channels (LayerNormalization, Reshape into heads, a graph output, a Concat...): MiniLM's q/k/v
 read the residual stream, whose channel order every layer shares; its FFN output layers (1536 -> 384) can
@@ -22,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
+from onnxpress.irpasses.clustering.cluster import MeanSquare
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
@@ -32,22 +38,33 @@ from onnxpress.irpasses.sparsity.nm import parse_pattern
 UNARY = frozenset({"Relu", "Gelu", "Sigmoid", "Tanh", "Erf", "Softplus", "LeakyRelu", "HardSwish", "HardSigmoid", "Elu",
                    "Selu", "Abs", "Neg", "Exp", "Log", "Sqrt", "Identity", "Cast", "Clip", "Mish", "Celu"})
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"})
+POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"})
+"""Ops that keep a Conv layout's channels apart (channels on axis 1): only with channels on axis 1."""
 _STANDARD = ("", "ai.onnx")
 
 
 @dataclasses.dataclass
 class Region:
-    """The channels one producer writes and its readers consume: what a permutation must touch."""
+    """The channels one producer writes and its readers consume: what a permutation must touch.
+
+    ``spatial`` is None for a MatMul/Gemm producer (channels on the last axis), else the number of spatial
+    axes of a Conv producer (channels on axis 1)."""
 
     producer: ir.Node
     channels: int
+    spatial: int | None = None
     readers: list[ir.Node] = dataclasses.field(default_factory=list)
-    constants: list[tuple[ir.Node, int]] = dataclasses.field(default_factory=list)  # per-channel operands
+    constants: list[tuple[ir.Node, int, int | None]] = dataclasses.field(default_factory=list)
+    """Per-channel operands: (node, input index, the axis holding the channels, or None: every element is one)."""
+    co_producers: list[ir.Node] = dataclasses.field(default_factory=list)
+    """Layers whose output, through channel-wise ops only the region reads, combines with the channels (an SE
+    block's gate: x * HardSigmoid(Conv(...))): their output channels take the permutation too."""
 
 
 @dataclasses.dataclass
 class PermuteChannels(Pass):
-    """Permute the channels between a MatMul/Gemm and the MatMuls that read them so N:M pruning keeps more."""
+    """Permute the channels between a MatMul/Gemm (Conv) and the MatMuls (Convs) that read them so N:M pruning
+    keeps more."""
 
     name = "permute-channels"
     needs = frozenset({CONSTANTS_LIFTED})
@@ -96,22 +113,27 @@ class PermuteChannels(Pass):
     def _regions(self, model: ir.Model) -> tuple[list[Region], dict[str, str]]:
         regions, refused = [], {}
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            if node.domain not in _STANDARD or node.op_type not in ("MatMul", "Gemm") or excluded_by(node, self.exclude) is not None:
+            if node.domain not in _STANDARD or node.op_type not in ("MatMul", "Gemm", "Conv"):
                 continue
-            channels = _output_channels(node)
-            if channels is None:
+            if excluded_by(node, self.exclude) is not None:
                 continue
-            region, reason = self._region(node, channels)
+            found = _output_channels(node)
+            if found is None:
+                continue
+            region, reason = self._region(node, *found)
             if region is not None:
                 regions.append(region)
             elif reason:
                 refused[node.name or "?"] = reason
+        for region in regions:  # an SE gate's Conv, refused on its own, takes the permutation of the region it gates
+            for gate in region.co_producers:
+                refused.pop(gate.name or "?", None)
         return regions, refused
 
-    def _region(self, producer: ir.Node, channels: int) -> tuple[Region | None, str]:
-        """Walk the producer's output through channel-wise ops to the MatMuls reading it; '' as the reason
-        when nothing N:M-prunable reads it (not worth reporting)."""
-        region = Region(producer, channels)
+    def _region(self, producer: ir.Node, channels: int, spatial: int | None) -> tuple[Region | None, str]:
+        """Walk the producer's output through channel-wise ops to the MatMuls (Convs) reading it; '' as the
+        reason when nothing N:M-prunable reads it (not worth reporting)."""
+        region = Region(producer, channels, spatial)
         frontier, seen = [producer.outputs[0]], {producer}
         inside: list[ir.Node] = []
         while frontier:
@@ -121,7 +143,7 @@ class PermuteChannels(Pass):
             for node, index in value.uses():
                 if node in seen:
                     continue
-                if _reader(node, index, channels):
+                if _reader(node, index, channels, spatial):
                     if channels % self._m:
                         return None, f"{channels} channels are not a multiple of m={self._m}"
                     seen.add(node)
@@ -139,7 +161,11 @@ class PermuteChannels(Pass):
         for node in inside:  # x * erf(x) is fine; Add(x, residual) would mix orders
             for other in node.inputs:
                 if other is not None and other.const_value is None and other not in values:
-                    return None, f"{node.op_type} '{node.name}' combines the channels with '{other.name}' from outside"
+                    gate, why = _gate(other, region)
+                    if gate is None:
+                        return None, f"{node.op_type} '{node.name}' combines the channels with '{other.name}' from outside ({why})"
+                    region.co_producers.append(gate)
+                    values.add(other)
         if any(excluded_by(r, self.exclude) is not None for r in region.readers):
             return None, "a reader is excluded"
         return region, ""
@@ -148,44 +174,77 @@ class PermuteChannels(Pass):
     def _input_norms(self, model: ir.Model, ctx: PassContext, regions: list[Region]) -> dict[str, np.ndarray]:
         if self.importance == "magnitude" or (self.importance == "auto" and ctx.samples is None) or not regions:
             return {}
-        from onnxpress.irpasses.clustering.cluster import MeanSquare
         from onnxpress.irpasses.quant.collect import stream_statistics
         from onnxpress.irpasses.quant.data import calibration_samples
 
-        names = sorted({r.inputs[0].name for region in regions for r in region.readers if r.inputs[0].name})
+        layouts = {r.inputs[0].name: region.spatial is not None for region in regions for r in region.readers if r.inputs[0].name}
         samples = calibration_samples(ctx, model, False, self.name)
-        stats = stream_statistics(model, samples, {n: MeanSquare() for n in names}, show_progress=ctx.show_progress,
-                                  description="permutation statistics")
+        accumulators = {name: _ChannelMeanSquare() if conv else MeanSquare() for name, conv in sorted(layouts.items())}
+        stats = stream_statistics(model, samples, accumulators, show_progress=ctx.show_progress, description="permutation statistics")
         return {name: np.sqrt(s.value) for name, s in stats.items() if s.total is not None}
 
     def _importance(self, reader: ir.Node, norms: dict[str, np.ndarray]) -> np.ndarray:
-        weight = np.abs(_reader_weight(reader))
+        weight = np.abs(_reader_matrix(reader))
         norm = norms.get(reader.inputs[0].name or "")
         return weight if norm is None else weight * norm.reshape(-1, 1)
 
 
-def _output_channels(node: ir.Node) -> int | None:
-    """Output channels of a MatMul/Gemm whose weight is a constant matrix (and a Gemm we can read)."""
+class _ChannelMeanSquare(MeanSquare):
+    """E[x^2] per channel of axis 1 (a Conv's input)."""
+
+    def update(self, values: np.ndarray) -> None:
+        super().update(np.moveaxis(np.asarray(values), 1, -1) if np.ndim(values) >= 2 else values)
+
+
+def _constant_array(value: ir.Value | None) -> np.ndarray | None:
+    return None if value is None or value.const_value is None else value.const_value.numpy()
+
+
+def _conv_weight(node: ir.Node, group: int | None = 1) -> np.ndarray | None:
+    """The constant kernel [O, I/g, *k] of a standard Conv with ``group`` groups (None: any), else None."""
+    if node.domain not in _STANDARD or node.op_type != "Conv" or len(node.inputs) < 2:
+        return None
+    weight = _constant_array(node.inputs[1])
+    if weight is None or weight.ndim < 3 or (group is not None and node.attributes.get_int("group", 1) != group):
+        return None
+    return weight
+
+
+def _output_channels(node: ir.Node) -> tuple[int, int | None] | None:
+    """(output channels, spatial axes or None) of a MatMul/Gemm whose weight is a constant matrix (and a Gemm we
+    can read), or of a Conv of one group with a constant kernel."""
+    if node.op_type == "Conv":
+        kernel = _conv_weight(node)
+        return None if kernel is None else (int(kernel.shape[0]), kernel.ndim - 2)
     weight = node.inputs[1] if len(node.inputs) > 1 else None
     if weight is None or weight.const_value is None or len(weight.const_value.shape) != 2:
         return None
     if node.op_type == "Gemm" and node.attributes.get_int("transA", 0):
         return None
     shape = weight.const_value.shape.numpy()
-    return int(shape[0] if node.op_type == "Gemm" and node.attributes.get_int("transB", 0) else shape[1])
+    return int(shape[0] if node.op_type == "Gemm" and node.attributes.get_int("transB", 0) else shape[1]), None
 
 
-def _reader(node: ir.Node, index: int, channels: int) -> bool:
-    """A MatMul reading the channels as its reduction axis, with a constant [K, N] weight."""
-    if node.domain not in _STANDARD or node.op_type != "MatMul" or index != 0:
+def _reader(node: ir.Node, index: int, channels: int, spatial: int | None) -> bool:
+    """A MatMul reading the channels as its reduction axis with a constant [K, N] weight, or (channels on axis
+    1) a Conv of one group whose constant kernel reads them."""
+    if node.domain not in _STANDARD or index != 0:
+        return False
+    if spatial is not None:
+        kernel = _conv_weight(node)
+        return kernel is not None and kernel.ndim == spatial + 2 and kernel.shape[1] == channels
+    if node.op_type != "MatMul":
         return False
     weight = node.inputs[1]
     return weight is not None and weight.const_value is not None and tuple(weight.const_value.shape.numpy())[:1] == (channels,) \
         and len(weight.const_value.shape) == 2
 
 
-def _reader_weight(node: ir.Node) -> np.ndarray:
-    return node.inputs[1].const_value.numpy().astype(np.float32)
+def _reader_matrix(node: ir.Node) -> np.ndarray:
+    """The reader's weight as [channels, everything else]: a MatMul's [K, N]; a Conv kernel [O, C, *k] as
+    [C, O * prod(k)] (every kernel position of every output shares the channel order)."""
+    weight = node.inputs[1].const_value.numpy().astype(np.float32)
+    return weight if node.op_type == "MatMul" else np.moveaxis(weight, 1, 0).reshape(weight.shape[1], -1)
 
 
 def _channelwise(node: ir.Node, value: ir.Value, channels: int, region: Region) -> str:
@@ -198,6 +257,8 @@ def _channelwise(node: ir.Node, value: ir.Value, channels: int, region: Region) 
         if any(v.const_value is None or v.const_value.size != 1 for _, v in others):  # Clip's min/max
             return what
         return ""
+    if region.spatial is not None:
+        return _conv_channelwise(node, value, channels, region, others)
     if node.op_type not in BINARY:
         return what
     for i, other in others:
@@ -208,26 +269,86 @@ def _channelwise(node: ir.Node, value: ir.Value, channels: int, region: Region) 
             continue
         if shape[-1] != channels or int(np.prod(shape)) != channels:
             return f"{node.op_type} '{node.name}' has a constant of shape {list(shape)} on the channels"
-        region.constants.append((node, i))
+        region.constants.append((node, i, None))
     return ""
 
 
+def _conv_channelwise(node: ir.Node, value: ir.Value, channels: int, region: Region, others: list[tuple[int, ir.Value]]) -> str:
+    """``_channelwise`` with the channels on axis 1: pools, BatchNormalization, depthwise Convs, and binary ops
+    whose constants are per channel ([C, 1, 1], [1, C, 1, 1]) or scalars."""
+    what = f"{node.op_type} '{node.name}' reads the channels"
+    if node.op_type in POOLS:
+        return "" if node.inputs[0] is value else what
+    if node.op_type == "BatchNormalization":
+        if node.inputs[0] is not value or len(node.outputs) > 1 or any(v.const_value is None for _, v in others):
+            return f"BatchNormalization '{node.name}' with statistics that are not constants (or training outputs)"
+        region.constants += [(node, i, 0) for i, _ in others]
+        return ""
+    if node.op_type == "Conv":  # depthwise, one output channel per channel: a per-channel filter
+        kernel = _conv_weight(node, group=channels)
+        if kernel is None or node.inputs[0] is not value or kernel.shape[:2] != (channels, 1):
+            return f"Conv '{node.name}' mixes the channels (only depthwise ones, and readers of one group, can take them)"
+        region.constants += [(node, i, 0) for i, v in others if v.const_value is not None]
+        return "" if all(v.const_value is not None for _, v in others) else f"Conv '{node.name}' has a weight that is not a constant"
+    if node.op_type not in BINARY:
+        return what
+    axis = -(region.spatial + 1)
+    for i, other in others:
+        if other.const_value is None:
+            continue
+        shape = tuple(other.const_value.shape.numpy())
+        size = int(np.prod(shape)) if shape else 1
+        if size == 1:
+            continue
+        if len(shape) < -axis or shape[axis] != channels or size != channels:
+            return f"{node.op_type} '{node.name}' has a constant of shape {list(shape)}, not one value per channel (axis 1)"
+        region.constants.append((node, i, None))
+    return ""
+
+
+def _gate(value: ir.Value, region: Region) -> tuple[ir.Node | None, str]:
+    """The layer computing ``value`` through channel-wise ops that nothing else reads, when it writes the same
+    channels in the same layout as the region's producer (its output can then be permuted alike); else None
+    and why not. Per-channel constants of the ops in between are noted in ``region``."""
+    while True:
+        node = value.producer()
+        if node is None or value.is_graph_output() or len(list(value.uses())) != 1:
+            return None, f"'{value.name}' is {'a graph input' if node is None else 'read elsewhere too'}"
+        if node.op_type in ("MatMul", "Gemm", "Conv") and node.domain in _STANDARD:
+            found = _output_channels(node)
+            if found == (region.channels, region.spatial):
+                return node, ""
+            return None, f"{node.op_type} '{node.name}' writes other channels"
+        inputs = [v for v in node.inputs if v is not None and v.const_value is None]
+        if len(inputs) != 1 or len(node.outputs) != 1:
+            return None, f"{node.op_type} '{node.name}' combines several values"
+        problem = _channelwise(node, inputs[0], region.channels, region)
+        if problem:
+            return None, problem
+        value = inputs[0]
+
+
+def _permute_outputs(node: ir.Node, order: np.ndarray, channels: int) -> None:
+    """A MatMul/Gemm/Conv writes its output channels in ``order``: weight columns (kernel rows) and bias."""
+    array = node.inputs[1].const_value.numpy()
+    rows_out = node.op_type == "Conv" or (node.op_type == "Gemm" and node.attributes.get_int("transB", 0))
+    _replace(node, 1, array[order] if rows_out else array[:, order])
+    if node.op_type in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
+        bias = node.inputs[2].const_value
+        if bias is not None and bias.size == channels:
+            _replace(node, 2, bias.numpy().reshape(-1)[order].reshape(bias.shape.numpy()))
+
+
 def _apply(region: Region, order: np.ndarray) -> None:
-    """Fold the permutation: producer's output columns, per-channel constants, readers' rows (new tensors)."""
-    producer = region.producer
-    weight = producer.inputs[1]
-    array = weight.const_value.numpy()
-    transposed = producer.op_type == "Gemm" and producer.attributes.get_int("transB", 0)
-    _replace(producer, 1, array[order] if transposed else array[:, order])
-    if producer.op_type == "Gemm" and len(producer.inputs) > 2 and producer.inputs[2] is not None:
-        bias = producer.inputs[2].const_value
-        if bias is not None and bias.size == region.channels:
-            _replace(producer, 2, bias.numpy().reshape(-1)[order].reshape(bias.shape.numpy()))
-    for node, index in region.constants:
+    """Fold the permutation: producers' output channels, per-channel constants, readers' rows (new tensors)."""
+    for producer in [region.producer, *region.co_producers]:
+        _permute_outputs(producer, order, region.channels)
+    for node, index, axis in region.constants:
         constant = node.inputs[index].const_value.numpy()
-        _replace(node, index, constant.reshape(-1)[order].reshape(constant.shape))
+        _replace(node, index, constant.reshape(-1)[order].reshape(constant.shape) if axis is None else np.take(constant, order, axis=axis))
     for reader in region.readers:
-        _replace(reader, 1, _reader_weight(reader)[order].astype(reader.inputs[1].const_value.numpy().dtype))
+        kernel = reader.inputs[1].const_value.numpy()
+        _replace(reader, 1, kernel[order] if reader.op_type == "MatMul" else kernel[:, order])
 
 
 def _replace(node: ir.Node, index: int, array: np.ndarray) -> None:

@@ -112,3 +112,128 @@ def test_report_json_carries_the_per_layer_details(tmp_path) -> None:
     region = details["permutation"]["regions"][0]
     assert region["readers"] == ["down"] and region["kept_after"] >= region["kept_before"]
     assert details["pruning"]
+
+
+C_IN, C_MID, C_OUT = 8, 16, 12
+
+
+def _cnn(bias_shape: tuple[int, ...] = (C_MID, 1, 1)) -> onnx.ModelProto:
+    """x -> Conv 1x1 -> BatchNormalization -> Relu -> depthwise Conv 3x3 -> Add(per-channel constant) -> MaxPool
+    -> Conv 3x3 (the reader) -> y: every op between the two Convs keeps the channels apart."""
+    rng = np.random.default_rng(3)
+    scale = rng.uniform(0.2, 3, C_MID).astype(np.float32)
+    inits = [numpy_helper.from_array(rng.standard_normal((C_MID, C_IN, 1, 1)).astype(np.float32), "W1"),
+             numpy_helper.from_array(rng.standard_normal(C_MID).astype(np.float32), "B1"),
+             numpy_helper.from_array(scale, "bn_scale"), numpy_helper.from_array(rng.standard_normal(C_MID).astype(np.float32), "bn_bias"),
+             numpy_helper.from_array(rng.standard_normal(C_MID).astype(np.float32), "bn_mean"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, C_MID).astype(np.float32), "bn_var"),
+             numpy_helper.from_array(rng.standard_normal((C_MID, 1, 3, 3)).astype(np.float32), "Wdw"),
+             numpy_helper.from_array(rng.standard_normal(C_MID).astype(np.float32), "Bdw"),
+             numpy_helper.from_array(rng.standard_normal(bias_shape).astype(np.float32), "shift"),
+             numpy_helper.from_array((rng.standard_normal((C_OUT, C_MID, 3, 3)) * scale[None, :, None, None]).astype(np.float32), "W2")]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["a"], name="pw"),
+        helper.make_node("BatchNormalization", ["a", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["b"], name="bn"),
+        helper.make_node("Relu", ["b"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "Wdw", "Bdw"], ["d"], group=C_MID, pads=[1, 1, 1, 1], name="dw"),
+        helper.make_node("Add", ["d", "shift"], ["s"], name="shift"),
+        helper.make_node("MaxPool", ["s"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+        helper.make_node("Conv", ["p", "W2"], ["y"], pads=[1, 1, 1, 1], name="reader"),
+    ]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C_IN, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def _images(count: int = 3) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(4)
+    return [{"x": rng.standard_normal((1, C_IN, 10, 10)).astype(np.float32)} for _ in range(count)]
+
+
+def _kernel(model, name: str) -> np.ndarray:
+    return next(n for n in model.graph if n.name == name).inputs[1].const_value.numpy()
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "wanda"])
+def test_conv_permutation_folds_through_batchnorm_depthwise_and_pooling(importance: str) -> None:
+    from onnxpress.irpasses.sparsity.permute_channels import _reader_matrix
+
+    model = onnxpress.load(_cnn())
+    pipeline = f"permute-channels{{importance={importance},seconds=0.3}}"
+    out, report = onnxpress.optimize(model, pipeline, samples=_images(), verify="end")
+    stats = report.records[-1].stats
+    assert stats["regions"] == 1 and stats["permuted"] == 1, stats
+    reader = next(n for n in out.graph if n.name == "reader")
+    before, after = np.abs(_reader_matrix(next(n for n in model.graph if n.name == "reader"))), np.abs(_reader_matrix(reader))
+    assert kept_importance(after, 4, 2) > kept_importance(before, 4, 2) * 1.01
+    order = [int(np.flatnonzero((_kernel(model, "pw")[:, :, 0, 0] == row[:, 0, 0]).all(axis=1))[0]) for row in _kernel(out, "pw")]
+    assert sorted(order) == list(range(C_MID)) and order != list(range(C_MID))
+    np.testing.assert_array_equal(_kernel(out, "dw"), _kernel(model, "dw")[order])  # the depthwise rows follow
+    np.testing.assert_array_equal(_kernel(out, "reader"), _kernel(model, "reader")[:, order])
+    for sample in _images():
+        a = make_session(model, optimization="disable").run(None, sample)[0]
+        b = make_session(out, optimization="disable").run(None, sample)[0]
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_constant_on_the_wrong_axis_is_refused_with_the_reason() -> None:
+    """A constant of shape [16] broadcasts along the last (width) axis, not the channels: no permutation folds."""
+    model = onnxpress.load(_cnn(bias_shape=(C_MID,)))
+    sample = {"x": np.random.default_rng(5).standard_normal((1, C_IN, 10, C_MID)).astype(np.float32)}
+    out, report = onnxpress.optimize(model, "permute-channels{importance=magnitude}", samples=[sample], verify="off")
+    assert report.records[-1].stats["permuted"] == 0
+    refused = report.details["permutation"]["refused"]
+    assert "shape [16]" in refused["pw"] and "axis 1" in refused["pw"]
+    assert np.array_equal(_kernel(out, "reader"), _kernel(model, "reader"))
+
+
+def _se_cnn(gate_read_elsewhere: bool = False) -> onnx.ModelProto:
+    """x -> Conv 1x1 -> HardSwish -> h; h * HardSigmoid(Conv(Relu(Conv(GlobalAveragePool(h))))) (a squeeze-and-
+    excitation gate) -> Conv 1x1 (the reader): the gate's last Conv writes h's channels, so it permutes with them."""
+    rng = np.random.default_rng(6)
+    scale = rng.uniform(0.2, 3, C_MID).astype(np.float32)
+    arrays = {"W1": rng.standard_normal((C_MID, C_IN, 1, 1)), "Wr": rng.standard_normal((4, C_MID, 1, 1)), "Br": rng.standard_normal(4),
+              "We": rng.standard_normal((C_MID, 4, 1, 1)), "Be": rng.standard_normal(C_MID),
+              "W2": rng.standard_normal((C_OUT, C_MID, 1, 1)) * scale[None, :, None, None]}
+    inits = [numpy_helper.from_array(np.asarray(a, np.float32), name) for name, a in arrays.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["a"], name="pw"),
+        helper.make_node("HardSwish", ["a"], ["h"], name="act"),
+        helper.make_node("GlobalAveragePool", ["h"], ["g"], name="gap"),
+        helper.make_node("Conv", ["g", "Wr", "Br"], ["r"], name="reduce"),
+        helper.make_node("Relu", ["r"], ["rr"], name="relu"),
+        helper.make_node("Conv", ["rr", "We", "Be"], ["e"], name="expand"),
+        helper.make_node("HardSigmoid", ["e"], ["gate"], name="sigmoid"),
+        helper.make_node("Mul", ["h", "gate"], ["m"], name="scale"),
+        helper.make_node("Conv", ["m", "W2"], ["y"], name="reader"),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if gate_read_elsewhere:
+        outputs.append(helper.make_tensor_value_info("gate", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C_IN, 6, 6])], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def test_squeeze_excitation_gate_takes_the_permutation_too() -> None:
+    model = onnxpress.load(_se_cnn())
+    samples = [{"x": np.random.default_rng(i).standard_normal((1, C_IN, 6, 6)).astype(np.float32)} for i in range(3)]
+    out, report = onnxpress.optimize(model, "permute-channels{importance=magnitude,seconds=0.2}", samples=samples, verify="end")
+    regions = {r["producer"]: r for r in report.details["permutation"]["regions"]}
+    assert regions["pw"]["permuted"] and sorted(regions["pw"]["readers"]) == ["reader", "reduce"]
+    order = [int(np.flatnonzero((_kernel(model, "pw")[:, :, 0, 0] == row[:, 0, 0]).all(axis=1))[0]) for row in _kernel(out, "pw")]
+    assert order != list(range(C_MID))
+    np.testing.assert_array_equal(_kernel(out, "expand")[:, :, 0, 0].sum(axis=1), _kernel(model, "expand")[order][:, :, 0, 0].sum(axis=1))
+    for sample in samples:
+        np.testing.assert_allclose(make_session(out, optimization="disable").run(None, sample)[0],
+                                   make_session(model, optimization="disable").run(None, sample)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_gate_read_elsewhere_is_refused() -> None:
+    model = onnxpress.load(_se_cnn(gate_read_elsewhere=True))
+    _, report = onnxpress.optimize(model, "permute-channels{importance=magnitude,seconds=0.2}", verify="off")
+    assert "pw" in report.details["permutation"]["refused"]
+    assert "gate" in report.details["permutation"]["refused"]["pw"]
