@@ -220,6 +220,13 @@ class Prune(Pass):
     block: int = 128
     """SparseGPT: rows per lazy batch (rounded down to a multiple of m); unstructured, also the rows whose
     mask is chosen together."""
+    sequential: bool = False
+    """sparsegpt / wanda: each stage of layers (those no other pruned layer feeds first, then the layers they
+    feed, ...) takes its statistics from the model with the earlier stages already pruned, so it compensates
+    the error that reaches it (SparseGPT's sequential mode; one calibration run per stage). Off by default:
+    measured 2:4 on every layer with permutation, SparseGPT, sequential against one run over the dense model:
+    MiniLM retrieval 0.597 / 0.622 (cosine 0.842 / 0.838), det IoU 0.909 / 0.906, rec characters 0.938 / 0.928,
+    within the run-to-run spread of the time-budgeted permutation search (+-0.015), at 1.4-2x the time."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, pruned outputs) -> score compared with the fidelity value."""
 
@@ -260,14 +267,23 @@ class Prune(Pass):
                                    "the statistics came from (optimistic)", 2 * self.eval_samples)
         method = self.method if self.method != "auto" else ("sparsegpt" if ctx.samples is not None else "magnitude")
         self._info["method"] = method
-        statistics = self._statistics(model, ctx, targets, fit, method)
         self._pruned: dict[int, Pruned] = {}
         self._prepared: dict[tuple[Any, int], Prepared] = {}
+        self._pinned = [t.value.const_value for t in targets]  # keeps the ids of the original weights valid
+        stages = _stages(model, targets) if self.sequential and method != "magnitude" else [targets]
+        self._info["stages"] = len(stages)
         with ctx.progress("pruning", len(targets)) as bar:
-            for target in targets:
-                self._pruned[id(target.value.const_value)] = self._prune(target, statistics.get(target.key), method)
-                bar.advance()
-        self._pinned = [t.value.const_value for t in targets]  # keeps the ids above valid
+            for number, stage in enumerate(stages):
+                statistics = self._statistics(model, ctx, stage, fit, method)
+                for target in stage:
+                    self._pruned[id(target.value.const_value)] = self._prune(target, statistics.get(target.key), method)
+                    bar.advance()
+                if number + 1 < len(stages):  # the next stages see this one pruned
+                    for target in stage:
+                        pruned = self._pruned[id(target.value.const_value)]
+                        target.value.const_value = ir.tensor(pruned.array, name=target.value.name)
+        for target, original in zip(targets, self._pinned, strict=True):  # the search and _emit start from the originals
+            target.value.const_value = original
         levels = self._search(model, ctx, targets, judged) if searching else None
         emitted = self._emit(model, levels)
         return self._finish(model, emitted, len(targets), skipped)
@@ -427,6 +443,21 @@ class Prune(Pass):
             target.value.const_value = ir.tensor(pruned.array, name=target.value.name)
             emitted.append(pruned)
         return emitted
+
+
+def _stages(model: ir.Model, targets: list[Target]) -> list[list[Target]]:
+    """``targets`` grouped by the number of targets on the longest path into their input (nodes in graph order,
+    which ONNX keeps topological; a value produced in a body seen later counts as a graph input)."""
+    pruned = {id(t.node) for t in targets}
+    depth: dict[int, int] = {}
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        before = max((depth.get(id(v), 0) for v in node.inputs if v is not None), default=0)
+        for out in node.outputs:
+            depth[id(out)] = before + (id(node) in pruned)
+    stages: dict[int, list[Target]] = {}
+    for target in targets:
+        stages.setdefault(depth.get(id(target.node.inputs[0]), 0), []).append(target)
+    return [stages[k] for k in sorted(stages)]
 
 
 def _statistic(accumulators: list[Any]) -> Statistic | None:

@@ -339,3 +339,23 @@ def test_minilm_2of4_on_every_encoder_matmul_sparsegpt_beats_wanda_beats_magnitu
     cosine = {m: v["cosine_mean"] for m, v in metrics.items()}
     assert cosine["sparsegpt"] > 0.82 and cosine["sparsegpt"] > cosine["wanda"] + 0.05 > cosine["magnitude"] + 0.1, metrics
     assert metrics["sparsegpt"]["task"] > metrics["magnitude"]["task"] + 0.08, metrics
+
+
+def test_sequential_takes_the_second_stage_statistics_from_the_pruned_first() -> None:
+    """x -> MatMul(W1) -> Relu -> MatMul(W2): two stages. The second layer's SparseGPT update then answers the
+    inputs the pruned first layer gives, so its weights differ from the one-run result; both keep 2:4 and the
+    first layer, which sees the same inputs either way, is pruned identically."""
+    rng = np.random.default_rng(7)
+    weights = {"W1": rng.standard_normal((K, K)).astype(np.float32), "W2": rng.standard_normal((K, N)).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="first"), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "W2"], ["y"], name="second")]
+    proto = _proto(nodes, _x([None, K]), weights)
+    samples = _correlated((ROWS, K), 16, 8)
+    (seq, info), (one, one_info) = (_prune(proto, f"prune{{method=sparsegpt,sequential={flag}}}", samples) for flag in ("true", "false"))
+    assert info["stages"] == 2 and one_info["stages"] == 1
+    np.testing.assert_array_equal(_pruned(seq, "W1"), _pruned(one, "W1"))
+    assert not np.array_equal(_pruned(seq, "W2"), _pruned(one, "W2"))
+    for model in (seq, one):
+        for name in ("W1", "W2"):
+            formats.nm_positions(_pruned(model, name), 4, 2)
+    np.testing.assert_array_equal(numpy_helper.to_array(proto.graph.initializer[1]), weights["W2"])  # the input is untouched

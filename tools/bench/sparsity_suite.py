@@ -19,6 +19,8 @@ import numpy as np
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 PERMUTE = "permute-channels{pattern=2:4},"
+EXTRA_TARGETS = {"minilm": (0.998,), "det": (0.99,)}
+"""Fidelity targets besides sparse-2of4's own 0.995, per model."""
 
 
 def bench_sparsity(models: tuple[str, ...] = ("minilm", "det", "rec")) -> dict[str, Any]:
@@ -44,6 +46,9 @@ def _bench_model(name: str) -> dict[str, Any]:
             pipeline = f"optimize,{PERMUTE if permute else ''}prune{{pattern=2:4,method={method}}}"
             rows.append(_row(source, pipeline, calibration, held_out, expected, metrics, f"{method}{' + permutation' if permute else ''}"))
     rows.append(_row(source, "sparse-2of4", calibration, held_out, expected, metrics, "sparse-2of4 (fidelity cosine>=0.995)"))
+    for target in EXTRA_TARGETS.get(name, ()):  # the cosine that lands near the issue's task bar (retrieval 0.98, IoU 0.97)
+        pipeline = f'optimize,{PERMUTE}prune{{pattern=2:4,method=auto,fidelity="cosine>={target}"}}'
+        rows.append(_row(source, pipeline, calibration, held_out, expected, metrics, f"sparse-2of4 at cosine>={target}"))
     prunable = rows[0]["stats"]["prune"]["weights"]  # the first row prunes every layer the pattern fits
     for row in rows:
         row["share_2of4"] = row["stats"]["prune"]["weights"] / prunable if prunable else 0.0  # weights in layers at 2:4
@@ -91,10 +96,14 @@ def _latency(source: Any, calibration: list, held_out: list, expected: list, met
             size = os.path.getsize(path)
         with contextlib.redirect_stderr(io.StringIO()):
             compiled = compile_model(model, backend, options)  # the backend's legalize-kernels runs on ``model``
+        with tempfile.TemporaryDirectory() as folder:  # what an ORT deployment loads: SparseMatMul weights packed
+            path = os.path.join(folder, "m.onnx")
+            onnxpress.save(model, path, max_ir_version=13)
+            size_ort = os.path.getsize(path)
         sessions[label] = compiled.handle
         got = [sessions[label].run(None, s)[0] for s in held_out]
         kernels = sum(1 for n in model.graph if n.op_type == "SparseMatMul")
-        rows[label] = {"mb": size / 1e6, "kernels": kernels, **metrics(expected, got)}
+        rows[label] = {"mb": size / 1e6, "mb_ort": size_ort / 1e6, "kernels": kernels, **metrics(expected, got)}
     probe = held_out[:24]
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for _ in range(3):
@@ -106,7 +115,8 @@ def _latency(source: Any, calibration: list, held_out: list, expected: list, met
     for label, values in times.items():
         rows[label]["ms"] = float(np.median(values))
         rows[label]["vs_float"] = rows[label]["ms"] / float(np.median(times["float"]))
-        print(f"latency {label}: {rows[label]['ms']:.2f} ms ({rows[label]['vs_float']:.2f}x float), {rows[label]['mb']:.1f} MB, "
+        print(f"latency {label}: {rows[label]['ms']:.2f} ms ({rows[label]['vs_float']:.2f}x float), {rows[label]['mb']:.2f} MB "
+              f"({rows[label]['mb_ort']:.2f} after legalization), "
               f"task {rows[label]['task']:.4f}, kernels {rows[label]['kernels']}", flush=True)
     return rows
 
@@ -122,7 +132,9 @@ def markdown(results: dict[str, Any]) -> str:
         for r in result["rows"]:
             lines.append(f"| {r['label']} | {r['task']:.4f} | {r['cosine_mean']:.4f} | {r['share_2of4']:.1%} | {r['seconds']:.1f} |")
         if "latency" in result:
-            lines += ["\n| variant | MB | task | ms (1 thread) | vs float | SparseMatMul nodes |", "|---|---|---|---|---|---|"]
+            lines += ["\n| variant | MB | MB after ORT legalization | task | ms (1 thread) | vs float | SparseMatMul nodes |",
+                      "|---|---|---|---|---|---|---|"]
             for label, r in result["latency"].items():
-                lines.append(f"| {label} | {r['mb']:.1f} | {r['task']:.4f} | {r['ms']:.2f} | {r['vs_float']:.2f} | {r['kernels']} |")
+                lines.append(f"| {label} | {r['mb']:.2f} | {r['mb_ort']:.2f} | {r['task']:.4f} | {r['ms']:.2f} | {r['vs_float']:.2f} | "
+                             f"{r['kernels']} |")
     return "\n".join(lines)
