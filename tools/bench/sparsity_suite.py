@@ -36,6 +36,7 @@ def _bench_model(name: str) -> dict[str, Any]:
     import onnxpress
     from onnxpress.backends.ort.runner import make_session
     from onnxpress.tools.bench.quant_suite import _models
+    from onnxpress.tools.bench.sparsity_curve import share_curve
 
     source, calibration, held_out, metrics = _models()[name]()
     reference = make_session(onnxpress.load(str(source)), optimization="all", threads=1)
@@ -52,7 +53,7 @@ def _bench_model(name: str) -> dict[str, Any]:
     prunable = rows[0]["stats"]["prune"]["weights"]  # the first row prunes every layer the pattern fits
     for row in rows:
         row["share_2of4"] = row["stats"]["prune"]["weights"] / prunable if prunable else 0.0  # weights in layers at 2:4
-    result: dict[str, Any] = {"rows": rows, "prunable_weights": prunable}
+    result: dict[str, Any] = {"rows": rows, "prunable_weights": prunable, "curve": share_curve(name)}
     if name == "minilm":
         result["latency"] = _latency(source, calibration, held_out, expected, metrics)
     return result
@@ -123,6 +124,7 @@ def _latency(source: Any, calibration: list, held_out: list, expected: list, met
 
 def markdown(results: dict[str, Any]) -> str:
     from onnxpress.tools.bench.permutation_bench import markdown as permutation_markdown
+    from onnxpress.tools.bench.sparsity_curve import markdown as curve_markdown
 
     lines = ["permutation\n", permutation_markdown(results["permutation"])]
     for name, result in results.items():
@@ -137,4 +139,20 @@ def markdown(results: dict[str, Any]) -> str:
             for label, r in result["latency"].items():
                 lines.append(f"| {label} | {r['mb']:.2f} | {r['mb_ort']:.2f} | {r['task']:.4f} | {r['ms']:.2f} | {r['vs_float']:.2f} | "
                              f"{r['kernels']} |")
+        if "curve" in result:
+            lines += curve_markdown(name, result["curve"])
     return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], folder: Any) -> str:
+    """The share-at-2:4 curves (``sparsity.png``); skipped without matplotlib."""
+    from pathlib import Path
+
+    from onnxpress.irpasses.core.errors import BackendUnavailableError
+    from onnxpress.tools.bench.sparsity_curve import plot as plot_curves
+
+    curves = {name: r["curve"] for name, r in results.items() if isinstance(r, dict) and "curve" in r}
+    try:
+        return str(plot_curves(curves, Path(folder) / "sparsity.png")) if curves else "no curves"
+    except BackendUnavailableError as err:
+        return f"not drawn ({err.message})"
