@@ -32,13 +32,33 @@ def plot_sensitivity(report_path: str | os.PathLike[str], output: str | os.PathL
     fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(rows)), 4.0))
     draw_sensitivity(ax, rows)
     ax.set_title(f"per-layer sensitivity; target {fidelity.get('target', '?')}, reached {fidelity.get('reached', float('nan')):.5f}")
+    return save_png(plt, fig, output)
+
+
+def save_png(plt: Any, fig: Any, output: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Write ``fig`` to ``output`` atomically (a partial PNG never takes the name) and close it."""
     fig.tight_layout()
     out = Path(output)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, out)
     return out
+
+
+def plot_share_curves(results: dict[str, Any], output: str | os.PathLike[str]) -> Path:
+    """Task metric against the share of prunable weights at 2:4, one line per model (``tools/bench sparsity``'s
+    ``sparsity_curve`` results)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for name, result in results.items():
+        points = result["curve"]
+        ax.plot([100 * p["share"] for p in points], [p["task"] for p in points], marker=".", label=name)
+    ax.set_xlabel("prunable weights at 2:4 (%)")
+    ax.set_ylabel("task metric vs float (retrieval / IoU / characters)")
+    ax.set_title("2:4 one layer at a time, least damaging first (SparseGPT + permutation)")
+    ax.legend()
+    return save_png(plt, fig, output)
 
 
 def plot_size_fidelity(results: dict[str, Any], output: str | os.PathLike[str]) -> Path:
@@ -55,8 +75,4 @@ def plot_size_fidelity(results: dict[str, Any], output: str | os.PathLike[str]) 
         ax.set_xlabel("x smaller than float (entropy-coded file)")
         ax.set_ylabel("task metric vs float (retrieval / IoU / characters)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(output)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_png(plt, fig, output, dpi=130)

@@ -46,28 +46,50 @@ class PatchGram:
         self.count = 0
 
     def update(self, values: np.ndarray) -> None:
+        x = self.padded(values)
+        if x is None:
+            return
+        flat = self.patches(x, self.positions(x.shape, self.rng))
+        if not len(flat):
+            return
+        self.gram.update(flat)
+        self.sum = flat.sum(axis=0, dtype=np.float64) + (self.sum if self.sum is not None else 0.0)
+        self.count += len(flat)
+
+    def padded(self, values: np.ndarray) -> np.ndarray | None:
+        """The input with the conv's pads applied (None: not 4-D)."""
         x = np.asarray(values, dtype=np.float32)
         if x.ndim != 4:
-            return
+            return None
         g = self.geometry
-        (kh, kw), (sh, sw), (dh, dw) = g.kernel, g.strides, g.dilations
-        x = np.pad(x, ((0, 0), (0, 0), (g.pads[0], g.pads[2]), (g.pads[1], g.pads[3])))
-        out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
-        out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        return np.pad(x, ((0, 0), (0, 0), (g.pads[0], g.pads[2]), (g.pads[1], g.pads[3])))
+
+    def _output_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw) = self.geometry.kernel, self.geometry.strides, self.geometry.dilations
+        return (shape[2] - dh * (kh - 1) - 1) // sh + 1, (shape[3] - dw * (kw - 1) - 1) // sw + 1
+
+    def positions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """Up to ``max_rows`` random output positions (flat over batch and the output grid) of a padded input:
+        shared by both models' inputs in the sequential refit (``sequential``), so their patches pair up."""
+        out_h, out_w = self._output_size(shape)
         if out_h < 1 or out_w < 1:
-            return
-        count = x.shape[0] * out_h * out_w
-        picks = self.rng.choice(count, min(count, self.max_rows), replace=False)
+            return np.zeros(0, dtype=np.int64)
+        count = shape[0] * out_h * out_w
+        return rng.choice(count, min(count, self.max_rows), replace=False)
+
+    def patches(self, x: np.ndarray, picks: np.ndarray) -> np.ndarray:
+        """The padded input's patches at ``picks`` as rows [len(picks), I kh kw], ordered like the kernel."""
+        (kh, kw), (sh, sw), (dh, dw) = self.geometry.kernel, self.geometry.strides, self.geometry.dilations
+        out_h, out_w = self._output_size(x.shape)
+        if out_h < 1 or out_w < 1:
+            return np.zeros((0, x.shape[1] * kh * kw), dtype=np.float32)
         n, rest = np.divmod(picks, out_h * out_w)
         oh, ow = np.divmod(rest, out_w)
         rows = oh[:, None] * sh + np.arange(kh) * dh  # [R, kh]
         cols = ow[:, None] * sw + np.arange(kw) * dw  # [R, kw]
         channels = np.arange(x.shape[1])
         patches = x[n[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
-        flat = patches.reshape(len(picks), -1)
-        self.gram.update(flat)
-        self.sum = flat.sum(axis=0, dtype=np.float64) + (self.sum if self.sum is not None else 0.0)
-        self.count += len(flat)
+        return patches.reshape(len(picks), -1)
 
     @property
     def empty(self) -> bool:

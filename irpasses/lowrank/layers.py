@@ -79,6 +79,9 @@ class Candidates:
     """The weight's shape before any rewrite."""
     mean: np.ndarray | None = None
     """E[x] of the layer's inputs (patches for k x k convs) where the bias takes the mean output shift."""
+    shift: np.ndarray | None = None
+    """The float layer's mean output (less its bias) where the factors see other inputs than the float layer
+    (``sequential``: E[x] W, while ``mean`` is the factorized model's E[x_c]); None: ``mean`` times the weight."""
 
     def rewrite(self, node: ir.Node, choice: Choice) -> None:
         """Rewrite ``node`` (the layer, or its copy in a snapshot) into ``choice``'s factors; the mean shift
@@ -100,12 +103,14 @@ class Candidates:
             emit.correct_bias(node, slot, delta)
 
     def _delta(self, choice: Choice) -> np.ndarray:
+        """The bias change keeping the float mean output: shift - E[x] Ŵ (shift: E[x] W unless set)."""
         if choice.kind == "matrix":
-            weight, approx = self.layer.weight.astype(np.float64), self.factors.approximation(choice.ranks[0])
-            return self.mean @ (weight - approx)
+            approx = self.factors.approximation(choice.ranks[0])
+            shift = self.mean @ self.layer.weight.astype(np.float64) if self.shift is None else self.shift
+            return shift - self.mean @ approx
         kernel = self.factors.kernel.astype(np.float64)
-        change = (kernel - self.factors.approximation(choice)).reshape(kernel.shape[0], -1)
-        return change @ self.mean
+        shift = kernel.reshape(kernel.shape[0], -1) @ self.mean if self.shift is None else self.shift
+        return shift - self.factors.approximation(choice).reshape(kernel.shape[0], -1) @ self.mean
 
 
 def candidates(layer: Layer, moments: tuple[np.ndarray, np.ndarray] | None, method: str, damp: float, multiple: int,

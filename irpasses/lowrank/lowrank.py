@@ -16,6 +16,10 @@
   ``eval_samples`` calibration samples (left out of the statistics); ``budget`` is then the floor and names
   the measure. Without either: that fidelity target with calibration data, else params:0.8.
 - cost_model=measured: a layer takes only forms timed faster than it on onnxruntime CPU (``speed``; cached).
+- sequential (method=whitened, with data): forms and ranks are allocated as above on the float statistics, then
+  the layers are rewritten stage by stage in topological order, each refit to reproduce the float layer's output
+  from the inputs it sees in the model factorized so far (error feedback, SVD-LLM v2 style; ``sequential``): one
+  more calibration pass per stage. The fidelity search and the probes judge the plain factors.
 Ranks are multiples of ``multiple`` (CPU GEMM tiles).
 """
 
@@ -109,6 +113,9 @@ class LowRank(Pass):
     probe: bool = True
     """With data: factorize each layer alone once (at about half its cost) and measure how much of its relative
     error reaches the model's outputs, so the global choice weighs layers by their effect on the outputs."""
+    sequential: bool = False
+    """method=whitened: refit each layer, in topological stages, on the inputs of the model factorized so far to
+    reproduce the float layer's output (``sequential``); one calibration pass per stage."""
     metric: Any = dataclasses.field(default=None, metadata={"python_only": True})
     """Python API: a callable (float outputs, factorized outputs) -> score compared with the fidelity value."""
     timer: Any = dataclasses.field(default=None, metadata={"python_only": True})
@@ -153,9 +160,18 @@ class LowRank(Pass):
         else:
             keep, score = self._budget[1] if self._budget else DEFAULT_KEEP, None
         picks = self._allocate(found, keep)
-        self._emit(found, {id(c.layer.node): c.layer.node for c in found}, picks)
+        refit = self.sequential and method == "whitened" and fit is not None
+        if refit:
+            from onnxpress.irpasses.lowrank.sequential import sequential_emit
+
+            sequential_emit(model, found, picks, fit, self.damp, ctx.show_progress)
+        else:
+            if self.sequential:
+                ctx.logger.warning("lowrank: sequential needs method=whitened and calibration data; the factors are not refit")
+            self._emit(found, {id(c.layer.node): c.layer.node for c in found}, picks)
         remove_unused(model)
         self._record(ctx, found, picks, method, keep, score)
+        ctx.extra["lowrank"]["sequential"] = refit  # the layers' errors above are those of the plain factors
         return self.result(model, any(p is not None for p in picks), **self._stats(found, picks))
 
     # ----- measuring ------------------------------------------------------------------------------------

@@ -446,18 +446,10 @@ class Prune(Pass):
 
 
 def _stages(model: ir.Model, targets: list[Target]) -> list[list[Target]]:
-    """``targets`` grouped by the number of targets on the longest path into their input (nodes in graph order,
-    which ONNX keeps topological; a value produced in a body seen later counts as a graph input)."""
-    pruned = {id(t.node) for t in targets}
-    depth: dict[int, int] = {}
-    for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        before = max((depth.get(id(v), 0) for v in node.inputs if v is not None), default=0)
-        for out in node.outputs:
-            depth[id(out)] = before + (id(node) in pruned)
-    stages: dict[int, list[Target]] = {}
-    for target in targets:
-        stages.setdefault(depth.get(id(target.node.inputs[0]), 0), []).append(target)
-    return [stages[k] for k in sorted(stages)]
+    """``targets`` in topological stages (``analyses.stages.layer_stages``)."""
+    from onnxpress.irpasses.analyses.stages import layer_stages
+
+    return [[targets[i] for i in stage] for stage in layer_stages(model, [t.node for t in targets])]
 
 
 def _statistic(accumulators: list[Any]) -> Statistic | None:

@@ -112,24 +112,6 @@ def markdown(name: str, result: dict[str, Any]) -> list[str]:
 
 def plot(results: dict[str, Any], path: Any) -> Any:
     """Task metric against the share of weights at 2:4, one line per model (``sparsity.png``)."""
-    import os
-    from pathlib import Path
+    from onnxpress.tools.plot import plot_share_curves
 
-    from onnxpress.tools.report_html.figures import pyplot
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.0))
-    for name, result in results.items():
-        points = result["curve"]
-        ax.plot([100 * p["share"] for p in points], [p["task"] for p in points], marker=".", label=name)
-    ax.set_xlabel("prunable weights at 2:4 (%)")
-    ax.set_ylabel("task metric vs float (retrieval / IoU / characters)")
-    ax.set_title("2:4 one layer at a time, least damaging first (SparseGPT + permutation)")
-    ax.legend()
-    fig.tight_layout()
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return plot_share_curves(results, path)
