@@ -62,6 +62,7 @@ def _cases(name: str, setup: dict[str, Any]) -> list[tuple[str, Any]]:
     for budget in setup["budgets"]:
         for method in ("whitened", "svd"):
             cases.append((f"{budget} {method}", f"optimize,lowrank{{budget={budget},method={method},multiple={multiple}}}"))
+        cases.append((f"{budget} whitened sequential", f"optimize,lowrank{{budget={budget},multiple={multiple},sequential=true}}"))
     if name == "minilm":
         for method in ("whitened", "svd"):
             cases.append((f"fidelity cosine>=0.999 {method}", f"optimize,lowrank{{method={method}}}"))
