@@ -10,7 +10,7 @@ exact codebooks). Both forms compute the same products as the dense layer
 
 Only where it pays: with ``cost_model=measured`` (default) each candidate layer is timed alone on this
 machine, dense against the kernel, at the row count the first sample gives (1 without samples), and kept
-only when the kernel takes at most ``faster`` of the dense time (int8 values: INT8_FASTER). Timings are cached per shape in-process.
+only when the kernel takes at most ``faster`` of the dense time (int8 values: ``faster_int8``). Timings are cached per shape in-process.
 """
 
 from __future__ import annotations
@@ -305,6 +305,8 @@ class LegalizeKernels(Pass):
     """measured: keep a rewrite only where the kernel is faster on this machine; always: every candidate."""
     faster: float = KERNEL_FASTER
     """The kernel must take at most this share of the dense time (see KERNEL_FASTER)."""
+    faster_int8: float = INT8_FASTER
+    """The same for SparseMatMul with int8 values (see INT8_FASTER)."""
     threads: int = 1
     """Intra-op threads for the timings (the deployment's)."""
     min_elements: int = 16384
@@ -314,10 +316,11 @@ class LegalizeKernels(Pass):
     (the ORT backend's legalization does this)."""
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        if not 0 < self.faster <= 1:
-            from onnxpress.irpasses.core.errors import PassOptionError
+        for option in ("faster", "faster_int8"):
+            if not 0 < getattr(self, option) <= 1:
+                from onnxpress.irpasses.core.errors import PassOptionError
 
-            raise PassOptionError(f"legalize-kernels: faster={self.faster} must be in (0, 1]", hint="e.g. faster=0.9")
+                raise PassOptionError(f"legalize-kernels: {option}={getattr(self, option)} must be in (0, 1]", hint=f"e.g. {option}=0.9")
         candidates = []
         for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
             found, _ = find_candidate(node, self.lut, self.sparse, self.min_elements)
@@ -343,7 +346,7 @@ class LegalizeKernels(Pass):
             dense_ms = kernel_ms = None
             if self.cost_model == "measured":
                 dense_ms, kernel_ms = time_candidate(c, rows[c.node], self.threads)
-                if kernel_ms > (INT8_FASTER if c.scales is not None else self.faster) * dense_ms:
+                if kernel_ms > (self.faster_int8 if c.scales is not None else self.faster) * dense_ms:
                     slower += 1
                     report.append({"node": c.node.name, "kind": c.kind, "rows": rows[c.node], "dense_ms": dense_ms,
                                    "kernel_ms": kernel_ms, "rewritten": False})

@@ -121,10 +121,11 @@ def test_measured_cost_model_reports_every_candidate() -> None:
     assert stats["candidates"] == 1 and stats["sparse"] + stats["kept_dense_slower"] == 1
 
 
-def test_bad_option_is_a_clear_error() -> None:
-    with pytest.raises(onnxpress.OnnxpressError, match=r"faster=1.5 must be in \(0, 1\]"):
+@pytest.mark.parametrize("option", ["faster", "faster_int8"])
+def test_bad_option_is_a_clear_error(option: str) -> None:
+    with pytest.raises(onnxpress.OnnxpressError, match=rf"{option}=1.5 must be in \(0, 1\]"):
         proto = _model(_sparse_weight())
-        onnxpress.optimize(onnxpress.load(proto), "legalize-kernels{faster=1.5}", samples=_samples(proto))
+        onnxpress.optimize(onnxpress.load(proto), f"legalize-kernels{{{option}=1.5}}", samples=_samples(proto))
 
 
 def test_ort_compile_times_layers_at_the_samples_rows_and_reports_the_choice() -> None:
