@@ -67,7 +67,7 @@ def test_folded_permutation_keeps_outputs_and_more_importance() -> None:
     for sample in _samples():
         a = make_session(model).run(None, sample)[0]
         b = make_session(out).run(None, sample)[0]
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        _assert_same_up_to_summation_order(b, a)
 
 
 def test_channels_leaving_another_way_are_refused_with_the_reason() -> None:
@@ -155,6 +155,12 @@ def _images(count: int = 3) -> list[dict[str, np.ndarray]]:
 def _kernel(model, name: str) -> np.ndarray:
     return next(n for n in model.graph if n.name == name).inputs[1].const_value.numpy()
 
+def _assert_same_up_to_summation_order(actual: np.ndarray, expected: np.ndarray) -> None:
+    """A permutation reorders each dot product's float32 sum, which moves an output by a few ulps of the largest
+    terms, not of the output itself: the tolerance is 1e-5 of the output's scale (a wrong order moves it by ~1)."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
+
+
 
 @pytest.mark.parametrize("importance", ["magnitude", "wanda"])
 def test_conv_permutation_folds_through_batchnorm_depthwise_and_pooling(importance: str) -> None:
@@ -175,7 +181,7 @@ def test_conv_permutation_folds_through_batchnorm_depthwise_and_pooling(importan
     for sample in _images():
         a = make_session(model, optimization="disable").run(None, sample)[0]
         b = make_session(out, optimization="disable").run(None, sample)[0]
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+        _assert_same_up_to_summation_order(b, a)
 
 
 def test_conv_constant_on_the_wrong_axis_is_refused_with_the_reason() -> None:
@@ -228,8 +234,8 @@ def test_squeeze_excitation_gate_takes_the_permutation_too() -> None:
     assert order != list(range(C_MID))
     np.testing.assert_array_equal(_kernel(out, "expand")[:, :, 0, 0].sum(axis=1), _kernel(model, "expand")[order][:, :, 0, 0].sum(axis=1))
     for sample in samples:
-        np.testing.assert_allclose(make_session(out, optimization="disable").run(None, sample)[0],
-                                   make_session(model, optimization="disable").run(None, sample)[0], rtol=1e-4, atol=1e-4)
+        _assert_same_up_to_summation_order(make_session(out, optimization="disable").run(None, sample)[0],
+                                           make_session(model, optimization="disable").run(None, sample)[0])
 
 
 def test_gate_read_elsewhere_is_refused() -> None:
