@@ -19,7 +19,8 @@
 - sequential (method=whitened, with data): forms and ranks are allocated as above on the float statistics, then
   the layers are rewritten stage by stage in topological order, each refit to reproduce the float layer's output
   from the inputs it sees in the model factorized so far (error feedback, SVD-LLM v2 style; ``sequential``): one
-  more calibration pass per stage. The fidelity search and the probes judge the plain factors.
+  more calibration pass per stage. The fidelity search refits every trial it judges; the probes weigh the
+  plain factors.
 Ranks are multiples of ``multiple`` (CPU GEMM tiles).
 """
 
@@ -155,12 +156,12 @@ class LowRank(Pass):
             self._keep_faster(found, shapes, ctx)
         if self.probe and fit is not None:
             self._weigh(model, ctx, found, fit)
+        refit = self.sequential and method == "whitened" and fit is not None
         if searching:
-            keep, score = self._search(model, ctx, found, judged, fidelity)
+            keep, score = self._search(model, ctx, found, judged, fidelity, fit if refit else None)
         else:
             keep, score = self._budget[1] if self._budget else DEFAULT_KEEP, None
         picks = self._allocate(found, keep)
-        refit = self.sequential and method == "whitened" and fit is not None
         if refit:
             from onnxpress.irpasses.lowrank.sequential import sequential_emit
 
@@ -302,10 +303,12 @@ class LowRank(Pass):
         return [None if i is None else c.curve.choices[i] for c, i in zip(found, picks, strict=True)]
 
     def _search(self, model: ir.Model, ctx: PassContext, found: list[Candidates], samples: list[dict],
-                fidelity: str) -> tuple[float, float]:
+                fidelity: str, refit_on: Any = None) -> tuple[float, float]:
         """The smallest kept share (to 1/128 of the range) whose model meets the fidelity target: fidelity falls
-        with the share near monotonically, as the greedy only ever adds cuts."""
+        with the share near monotonically, as the greedy only ever adds cuts. ``refit_on``: calibration samples
+        for the sequential refit, so each trial is judged as it will be emitted (one refit per trial)."""
         from onnxpress.irpasses.core.snapshot import snapshot
+        from onnxpress.irpasses.lowrank.sequential import sequential_emit
         from onnxpress.irpasses.quant import sensitivity
 
         metric, threshold, text = sensitivity.resolve_metric(fidelity, self.metric)
@@ -317,7 +320,11 @@ class LowRank(Pass):
         def score(keep: float) -> float:
             clone = snapshot(model)
             nodes = list(clone.graph)  # a snapshot keeps the node order
-            self._emit(found, {id(c.layer.node): nodes[positions[id(c.layer.node)]] for c in found}, self._allocate(found, keep))
+            if refit_on is None:
+                self._emit(found, {id(c.layer.node): nodes[positions[id(c.layer.node)]] for c in found}, self._allocate(found, keep))
+            else:
+                moved = [dataclasses.replace(c, layer=dataclasses.replace(c.layer, node=nodes[positions[id(c.layer.node)]])) for c in found]
+                sequential_emit(clone, moved, self._allocate(found, keep), refit_on, self.damp, False)
             scores[keep] = metric(reference, sensitivity.run_samples(clone, samples, optimization))
             return scores[keep]
 

@@ -224,6 +224,24 @@ def test_sequential_refit_reconstructs_at_least_as_well_at_the_same_ranks() -> N
     assert errors["true"] <= 0.99 * errors["false"], errors
 
 
+def test_sequential_fidelity_search_judges_the_refit_model() -> None:
+    """With sequential=true each trial of the search is refit before it is judged, so the fidelity the pass
+    reports is the emitted model's own on the judged samples (before, it was the plain factors', and the
+    search stopped at a larger model than the refit needs)."""
+    from onnxpress.irpasses.quant import sensitivity
+
+    proto = _mlp_proto((K, 192, 192, 160, K))
+    samples = _scaled(_anisotropic(24, seed=1), 4.0)
+    spec = 'lowrank{fidelity="cosine>=0.98",eval_samples=8,multiple=8,cost_model=none,probe=false,sequential=true}'
+    model, report = onnxpress.optimize(proto, spec, samples=samples, verify="off")
+    details = report.details["lowrank"]
+    assert details["sequential"] and report.records[-1].stats["factorized"] >= 2
+    metric, bound, _ = sensitivity.resolve_metric("cosine>=0.98", None)
+    judged = samples[-8:]
+    reached = metric(sensitivity.run_samples(onnxpress.load(proto), judged, "all"), sensitivity.run_samples(model, judged, "all"))
+    assert reached >= bound and reached == pytest.approx(details["fidelity"], abs=2e-6), (reached, details["fidelity"])
+
+
 def test_sequential_at_full_rank_is_the_float_model() -> None:
     """With no truncation the factorized model's inputs equal the float ones (C = G), so the refit is W itself:
     the stage-by-stage rewrite, the paired statistics and the bias reproduce the float model."""
