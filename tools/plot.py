@@ -76,3 +76,29 @@ def plot_size_fidelity(results: dict[str, Any], output: str | os.PathLike[str]) 
         ax.set_ylabel("task metric vs float (retrieval / IoU / characters)")
         ax.grid(alpha=0.3)
     return save_png(plt, fig, output, dpi=130)
+
+
+def plot_tradeoff_panels(panels: dict[str, dict[str, Any]], output: str | os.PathLike[str], title: str = "") -> Path:
+    """One panel per model: a task metric against a share removed, one line per method (points sorted by x; a
+    lone point is a marker), and the issue's bar as dashed lines (``bar``: (x %, y), the corner to reach; x None: y alone).
+    ``panels``: {name: {"xlabel", "ylabel", "series": {label: [(x, y), ...]}, "bar": (x, y) or None}}."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, (name, panel) in zip(axes[0], panels.items(), strict=True):
+        for label, points in panel["series"].items():
+            points = sorted(points)
+            style = {"marker": "o", "markersize": 4} if len(points) > 1 else {"marker": "*", "markersize": 10, "linestyle": "none"}
+            ax.plot([x for x, _ in points], [y for _, y in points], label=label, **style)
+        if panel.get("bar"):
+            x, y = panel["bar"]
+            ax.axhline(y, color="grey", linestyle="--", linewidth=0.8)
+            if x is not None:
+                ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(name)
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_png(plt, fig, output, dpi=130)
