@@ -108,6 +108,20 @@ def test_pointwise_conv_is_two_pointwise_convs() -> None:
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
+def test_layer_seen_on_fewer_rows_than_inputs_is_left_whole(caplog: pytest.LogCaptureFixture) -> None:
+    """2 samples of 32 rows span at most 64 of the 128 input directions: E[x xᵀ] would call a rank-64 cut free.
+    The layer is left whole, warned of and reported; with 8 samples (256 rows) it is factorized."""
+    proto = _matmul_proto(_low_rank(16, 0.05, seed=6))
+    spec = "lowrank{budget=params:0.5,multiple=8,cost_model=none}"
+    with caplog.at_level(logging.WARNING):
+        model, report = onnxpress.optimize(proto, spec, samples=_anisotropic(2, seed=8), verify="off")
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Relu"]
+    assert report.details["lowrank"]["left_whole"] == {"proj": {"rows": 64, "inputs": K}}
+    assert "proj (64 rows, 128 inputs)" in caplog.text
+    model, report = onnxpress.optimize(proto, spec, samples=_anisotropic(8, seed=8), verify="off")
+    assert report.records[-1].stats["factorized"] == 1 and report.details["lowrank"]["left_whole"] == {}
+
+
 def test_fidelity_search_meets_its_target() -> None:
     proto = _matmul_proto(_low_rank(16, 0.05, seed=6))
     samples = _anisotropic(16, seed=8)
@@ -254,7 +268,7 @@ def test_sequential_at_full_rank_is_the_float_model() -> None:
     model = onnxpress.load(proto)
     layers = find_layers(model, [], 4096, 8)
     assert len(stages(model, [layer.node for layer in layers])) == 3
-    grams = LowRank()._grams(model, PassContext(), layers, samples)
+    grams, _ = LowRank()._grams(model, PassContext(), layers, samples)
     found = [candidates(layer, grams[id(layer.node)], "whitened", 0.01, 8, None) for layer in layers]
     assert all(c.mean is not None for c in found)  # MatMul + Add: the bias path is exercised
     picks = [Choice("matrix", (min(c.factors.shape),), 0, 0.0, 0.0) for c in found]

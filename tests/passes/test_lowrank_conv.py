@@ -66,7 +66,7 @@ GEOMETRIES = [
 @pytest.mark.parametrize("attributes", GEOMETRIES)
 def test_spatially_separable_kernel_becomes_kx1_then_1xk(attributes: dict) -> None:
     proto = _conv_proto(_separable(8), kernel_shape=[K, K], **attributes)
-    samples = _inputs(4)
+    samples = _inputs(6)  # at least as many patches as the 288 patch inputs: 70 a sample at stride 2
     model, report = onnxpress.optimize(proto, "lowrank{budget=params:0.5,multiple=8,cost_model=none}", samples=samples, verify="off")
     assert report.records[-1].stats["factorized"] == 1
     kernels = [tuple(n.attribute[[a.name for a in n.attribute].index("kernel_shape")].ints) for n in model.graph.node]
@@ -77,7 +77,7 @@ def test_spatially_separable_kernel_becomes_kx1_then_1xk(attributes: dict) -> No
 @pytest.mark.parametrize("attributes", GEOMETRIES)
 def test_tucker_kernel_becomes_pointwise_core_pointwise(attributes: dict) -> None:
     proto = _conv_proto(_tucker(8, 8), kernel_shape=[K, K], **attributes)
-    samples = _inputs(4)
+    samples = _inputs(6)  # at least as many patches as the 288 patch inputs: 70 a sample at stride 2
     model, _ = onnxpress.optimize(proto, "lowrank{budget=params:0.2,multiple=8,cost_model=none}", samples=samples, verify="off")
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     shapes = [weights[n.input[1]].shape for n in model.graph.node]
