@@ -54,19 +54,43 @@ def top1(reference: Outputs, candidate: Outputs) -> float:
 
 
 METRICS: dict[str, Metric] = {"cosine": cosine, "max_abs": neg_max_abs, "top1": top1}
-_FIDELITY = re.compile(r"^\s*(cosine|max_abs|top1)\s*(>=|<=)\s*([0-9.eE+-]+)\s*$")
+_FIDELITY = re.compile(r"^\s*(cosine|max_abs|top1|[A-Za-z_][\w.]*:[A-Za-z_]\w*)\s*(>=|<=)\s*([0-9.eE+-]+)\s*$")
+
+
+def imported_metric(reference: str) -> Metric:
+    """'package.module:function' -> the function, a task metric (float outputs, candidate outputs) per sample ->
+    score, higher is better. Naming it in a fidelity target is the user's choice to run that code. Why: the
+    built-in cosine is blind to what a task reads. On NudeNet's YOLOv8 output [1, 4 + 18, anchors], box
+    coordinates in pixels outweigh class scores in [0, 1], so 2:4 everywhere kept cosine 0.997 while half the
+    detections changed."""
+    import importlib
+
+    module_name, _, function = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # any failure importing the user's module is their input's problem, said in one line
+        raise PassOptionError(f"fidelity metric {reference!r}: module {module_name!r} cannot be imported ({type(err).__name__}: {err})",
+                              hint="the module must be importable from this Python (PYTHONPATH), e.g. mypkg.metrics:f1") from err
+    found = getattr(module, function, None)
+    if not callable(found):
+        raise PassOptionError(f"fidelity metric {reference!r}: {module_name} has no function {function!r}")
+    return found
 
 
 def parse_fidelity(text: str) -> tuple[Metric, float, str]:
-    """'cosine>=0.995', 'top1>=0.99' or 'max_abs<=0.01' -> (metric, threshold on the metric's higher-is-better
-    scale, text)."""
+    """'cosine>=0.995', 'top1>=0.99', 'max_abs<=0.01' or 'package.module:function>=0.9' (``imported_metric``)
+    -> (metric, threshold on the metric's higher-is-better scale, text)."""
     match = _FIDELITY.match(text)
     if not match:
         raise PassOptionError(
-            f"fidelity target {text!r} is not understood", hint="write e.g. 'cosine>=0.995', 'top1>=0.99' or 'max_abs<=0.01'"
-        )
+            f"fidelity target {text!r} is not understood",
+            hint="write e.g. 'cosine>=0.995', 'top1>=0.99', 'max_abs<=0.01' or a task metric 'mypkg.metrics:f1>=0.95'")
     name, op, number = match.groups()
     value = float(number)
+    if ":" in name:
+        if op != ">=":
+            raise PassOptionError(f"fidelity target {text!r}: a task metric is a score, higher is better: use {name}>=X")
+        return imported_metric(name), value, text.strip()
     if (name != "max_abs") != (op == ">="):
         raise PassOptionError(f"fidelity target {text!r}: use cosine>=X, top1>=X or max_abs<=X")
     return METRICS[name], (-value if name == "max_abs" else value), text.strip()
