@@ -20,6 +20,9 @@ SparseGPT, +- permutation) on MiniLM and det/rec, and MiniLM latency of sparse-2
 ``python -m onnxpress.tools.bench unseen [--no-latency]`` -- int8 on real models never tuned on (magika, NudeNet
 YOLOv8n) against onnxruntime's quantizers; fidelity with ORT optimizations off and on, three calibration sets.
 
+``python -m onnxpress.tools.bench unseen_compress`` -- pruning and low rank (sparse-2of4, 2:4 everywhere, sparse-int8,
+lowrank-auto, MACs budgets, lowrank-int8) on the same unseen models: held-out fidelity, params / MACs removed, latency.
+
 ``python -m onnxpress.tools.bench portability`` -- `--cpu portable` against `--cpu vnni` on the quant suite's
 models: task metric with float kernels, with this CPU's integer kernels, and on qemu's AVX2 CPU without VNNI.
 
@@ -121,13 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     suites = [
         "io", "backends", "fusion", "quant", "kernels", "compress", "lowrank", "sparsity", "fuzz", "sweep", "frontends",
-        "unseen", "portability",
+        "unseen", "unseen_compress", "portability",
     ]
     parser.add_argument("suite", nargs="?", default="io", choices=suites)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4096, help="model size: 4096 blocks = 12.7k nodes, 1.22 GB")
-    parser.add_argument("--models", help="quant suite: a comma-separated subset of minilm,det,rec,cls,orient; unseen: of magika,nudenet")
+    parser.add_argument("--models", help="quant suite: a comma-separated subset of minilm,det,rec,cls,orient; lowrank: of "
+                        "minilm,det,rec; unseen and unseen_compress: of magika,nudenet")
     parser.add_argument("--no-latency", action="store_true", help="unseen suite: skip latency (sets ONNXPRESS_BENCH_LATENCY=0)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite != "io":
         module = importlib.import_module(f"onnxpress.tools.bench.{args.suite}_suite")
         run = getattr(module, f"bench_{args.suite}")
-        subsets = ("quant", "compress", "sparsity", "sweep", "unseen", "portability")
+        subsets = ("quant", "compress", "sparsity", "sweep", "unseen", "portability", "unseen_compress", "lowrank")
         rows = run(tuple(args.models.split(","))) if args.suite in subsets and args.models else run()
         (args.out / f"{args.suite}.json").write_text(json.dumps({"machine": machine(), args.suite: rows}, indent=2))
         print("\n" + module.markdown(rows))

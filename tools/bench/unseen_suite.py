@@ -100,10 +100,17 @@ def detector_metrics(ref: list[np.ndarray], got: list[np.ndarray], threshold: fl
                 ious.append(_iou(box, db[best][1]))
                 free.remove(best)
     return {
-        "task": float(np.mean(same)) if same else float("nan"), "anchors": len(same), "det_f1": 2 * matched / max(total, 1),
+        "task": float(np.mean(same)) if same else float("nan"), "anchors": len(same), "det_f1": 2 * matched / total if total else 1.0,
         "det_iou": float(np.mean(ious)) if ious else float("nan"), "float_detections": float_count,
         "cosine_min": float(np.min([_cosine(a, b) for a, b in zip(ref, got, strict=True)])),
     }
+
+
+def detection_f1(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> float:
+    """NudeNet's detections (after its own NMS) against float's, as F1: a task metric for fidelity targets,
+    ``fidelity="onnxpress.tools.bench.unseen_suite:detection_f1>=0.9"``."""
+    first = [next(iter(r.values())) for r in reference], [next(iter(c.values())) for c in candidate]
+    return detector_metrics(*first)["det_f1"]
 
 
 def _models() -> dict[str, Callable[[], tuple[Path, list[list[Sample]], list[Sample], Callable]]]:
@@ -121,13 +128,20 @@ def _models() -> dict[str, Callable[[], tuple[Path, list[list[Sample]], list[Sam
     return {"magika": magika, "nudenet": nudenet}
 
 
-def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
+def bench_model(name: str, work: Path, cases: dict[str, Callable[[str, str, str], None]] | None = None,
+                describe: Callable[[Path, Sample], dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """One row per case (``cases``: label -> (source, calibration .npz, destination); default: the quantizers,
+    with onnxpress int8 rerun on the other calibration sets), ``describe``'s fields from each written model."""
     src, calib_sets, evaluation, metrics = _models()[name]()
     calib_paths = [_write_data(s, work / f"{name}-calib{k}") for k, s in enumerate(calib_sets)]
     references = {opt: [session(src, opt).run(None, s)[0] for s in evaluation] for opt in (False, True)}
     rows: dict[str, dict[str, Any]] = {"float": {"mb": src.stat().st_size / 1e6, "task": 1.0, "task_ort_all": 1.0}}
+    if describe is not None:
+        rows["float"].update(describe(src, evaluation[0]))
     models = {"float": src}
-    jobs = [(label, 0) for label in CASES] + [("onnxpress int8", k) for k in range(1, len(calib_paths))]
+    jobs = [(label, 0) for label in cases] if cases is not None else \
+        [(label, 0) for label in CASES] + [("onnxpress int8", k) for k in range(1, len(calib_paths))]
+    cases = CASES if cases is None else cases
     for label, k in jobs:
         row_label = label if k == 0 else f"{label} (calibration set {k})"
         folder = work / f"{name}-{row_label.replace(' ', '_').replace('(', '').replace(')', '')}"
@@ -138,7 +152,7 @@ def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
         row: dict[str, Any] = {}
         rows[row_label] = row
         try:
-            CASES[label](str(src), calib_paths[k], str(dst))
+            cases[label](str(src), calib_paths[k], str(dst))
         except BaseException as err:  # a tool that fails is a result, not a crash of the bench  # noqa: B036
             row["error"] = f"{type(err).__name__}: {err}"[:160].replace("|", "/").replace("\n", " ")
             continue
@@ -155,6 +169,8 @@ def bench_model(name: str, work: Path) -> dict[str, dict[str, Any]]:
             row["error"] = f"does not run: {str(err)[:120]}"
             continue
         row["mb"] = _size_mb(folder)
+        if describe is not None:
+            row.update(describe(dst, evaluation[0]))
         if k == 0:
             models[row_label] = dst
     if os.environ.get("ONNXPRESS_BENCH_LATENCY", "1") != "0":
@@ -186,11 +202,14 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             if "error" in r:
                 lines.append(f"| {label} | failed: {r['error']} | | | | | | | |")
                 continue
-            f1 = f" ({r['det_f1']:.3f})" if "det_f1" in r else ""
-            f1_all = f" ({r['det_f1_ort_all']:.3f})" if r.get("det_f1_ort_all") is not None else ""
-            ms = r.get("ms_1t", float("nan"))
-            lines.append(
-                f"| {label} | {r['mb']:.2f} | {float_mb / r['mb']:.2f} | {r['task']:.4f}{f1} | {r['task_ort_all']:.4f}{f1_all} | "
-                f"{r.get('cosine_min', 1.0):.4f} | {ms:.2f} | {ms / float_ms:.2f} | {r.get('quantize_s', 0.0):.1f} |"
-            )
+            lines.append(f"| {label} | {r['mb']:.2f} | {float_mb / r['mb']:.2f} | {result_cells(r, float_ms)} |")
     return "\n".join(lines)
+
+
+def result_cells(row: dict[str, Any], float_ms: float) -> str:
+    """A row's task (detection F1), the same with ORT's optimizations, min cosine, latency, vs float, seconds."""
+    f1 = f" ({row['det_f1']:.3f})" if "det_f1" in row else ""
+    f1_all = f" ({row['det_f1_ort_all']:.3f})" if row.get("det_f1_ort_all") is not None else ""
+    ms = row.get("ms_1t", float("nan"))
+    return (f"{row['task']:.4f}{f1} | {row['task_ort_all']:.4f}{f1_all} | {row.get('cosine_min', 1.0):.4f} | {ms:.2f} | "
+            f"{ms / float_ms:.2f} | {row.get('quantize_s', 0.0):.1f}")
