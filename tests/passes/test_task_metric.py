@@ -85,3 +85,20 @@ def test_the_cli_takes_a_named_metric(user_metrics, tmp_path: Path) -> None:
     pipeline = 'prune{pattern=2:4,fidelity="user_task_metrics:sign_agreement>=0.8",eval_samples=4}'
     assert main(["opt", str(src), "-o", str(out), "-p", pipeline, "--calib", str(data), "--no-verify", "-q"]) == 0
     assert out.exists() and user_metrics.calls
+
+
+def test_cosine_warns_once_when_an_output_mixes_scales(caplog: pytest.LogCaptureFixture) -> None:
+    """Rows like YOLO's: 4 box rows in pixels, 6 score rows in [0, 1]: the cosine says the boxes' fidelity."""
+    import logging
+
+    from onnxpress.irpasses.quant import sensitivity
+
+    rng = np.random.default_rng(0)
+    mixed = np.concatenate([rng.uniform(0, 320, (1, 4, 50)), rng.uniform(0, 1e-2, (1, 6, 50))], axis=1)
+    even = rng.standard_normal((1, 10, 50))
+    with caplog.at_level(logging.WARNING, logger="onnxpress"):
+        sensitivity.cosine([{"even": even}], [{"even": even}])
+        assert "differ in scale" not in caplog.text
+        for _ in range(3):
+            sensitivity.cosine([{"boxes_and_scores": mixed}], [{"boxes_and_scores": mixed * 1.01}])
+    assert caplog.text.count("'boxes_and_scores'") == 1 and "package.module:function" in caplog.text
