@@ -7,38 +7,15 @@ are copied). Passes that rewrite large weights belong on onnx-ir, not behind thi
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 import onnx_ir as ir
 from onnx_ir import external_data
+from onnxpress.irpasses.core.callables import resolve_callable
 from onnxpress.irpasses.core.context import PassContext
 from onnxpress.irpasses.core.errors import PassOptionError
 from onnxpress.irpasses.core.pass_base import Pass, PassResult
-
-
-def _resolve(ref: str) -> Callable[[Any], Any]:
-    """``package.module:function`` or ``path/to/script.py:function``."""
-    target, sep, attr = ref.rpartition(":")
-    if not sep or not target or not attr:
-        raise PassOptionError(f"graphsurgeon fn='{ref}': expected 'module:function' or 'script.py:function'")
-    try:
-        if target.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(f"onnxpress_gs_{abs(hash(target))}", target)
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load {target}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        fn = getattr(module, attr)
-    except (ImportError, AttributeError, OSError) as err:
-        raise PassOptionError(f"graphsurgeon fn='{ref}': {err}") from err
-    if not callable(fn):
-        raise PassOptionError(f"graphsurgeon fn='{ref}' is not callable")
-    return fn
 
 
 def _base_dir(model: ir.Model) -> str | None:
@@ -60,7 +37,7 @@ class GraphSurgeonPass(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         import onnx_graphsurgeon as gs
 
-        fn = self.func or (_resolve(self.fn) if self.fn else None)
+        fn = self.func or (resolve_callable(self.fn, f"graphsurgeon fn={self.fn!r}") if self.fn else None)
         if fn is None:
             raise PassOptionError("graphsurgeon needs fn='module:function' (or func= from Python)")
         base_dir = _base_dir(model)

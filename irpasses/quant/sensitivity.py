@@ -84,22 +84,12 @@ _FIDELITY = re.compile(r"^\s*(cosine|max_abs|top1|[A-Za-z_][\w.]*:[A-Za-z_]\w*)\
 
 def imported_metric(reference: str) -> Metric:
     """'package.module:function' -> the function, a task metric (float outputs, candidate outputs) per sample ->
-    score, higher is better. Naming it in a fidelity target is the user's choice to run that code. Why: the
-    built-in cosine is blind to what a task reads. On NudeNet's YOLOv8 output [1, 4 + 18, anchors], box
-    coordinates in pixels outweigh class scores in [0, 1], so 2:4 everywhere kept cosine 0.997 while half the
-    detections changed."""
-    import importlib
+    score, higher is better. Why: the built-in cosine is blind to what a task reads. On NudeNet's YOLOv8 output
+    [1, 4 + 18, anchors], box coordinates in pixels outweigh class scores in [0, 1], so 2:4 everywhere kept
+    cosine 0.997 while half the detections changed."""
+    from onnxpress.irpasses.core.callables import resolve_callable
 
-    module_name, _, function = reference.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # any failure importing the user's module is their input's problem, said in one line
-        raise PassOptionError(f"fidelity metric {reference!r}: module {module_name!r} cannot be imported ({type(err).__name__}: {err})",
-                              hint="the module must be importable from this Python (PYTHONPATH), e.g. mypkg.metrics:f1") from err
-    found = getattr(module, function, None)
-    if not callable(found):
-        raise PassOptionError(f"fidelity metric {reference!r}: {module_name} has no function {function!r}")
-    return found
+    return resolve_callable(reference, f"fidelity metric {reference!r}")
 
 
 def parse_fidelity(text: str) -> tuple[Metric, float, str]:
